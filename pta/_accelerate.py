@@ -1,0 +1,211 @@
+"""The one module that imports Accelerate: a typed adapter over ``accelerate.Accelerator``.
+
+Accelerate ships no type information, so every value leaving this module is given a precise type here.
+It also guards against launches that Accelerate gets silently wrong on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import torch
+from accelerate.accelerator import Accelerator
+from accelerate.state import AcceleratorState, GradientState, PartialState
+from accelerate.utils.dataclasses import DataLoaderConfiguration, DistributedType
+from accelerate.utils.random import set_seed as _accelerate_set_seed
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from pta._types import AcceleratorKwargs
+
+T = TypeVar("T")
+
+
+class LaunchError(RuntimeError):
+    """The processes that were launched do not agree with what Accelerate set up."""
+
+
+def _launched_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _has_accelerator_device() -> bool:
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        return True
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _fill_launch_defaults(kwargs: AcceleratorKwargs) -> AcceleratorKwargs:
+    """A multi-process launch (``torchrun``) on a machine without a GPU must use gloo on CPU.
+
+    Without ``cpu=True`` Accelerate starts every process as its own single-process "main" run: the
+    processes never synchronise and nothing reports it.
+    """
+    if _launched_world_size() > 1 and not _has_accelerator_device() and "cpu" not in kwargs:
+        kwargs = {**kwargs, "cpu": True}
+    return kwargs
+
+
+def _check_world_size(num_processes: int) -> None:
+    launched = _launched_world_size()
+    dist_world = (
+        torch.distributed.get_world_size()
+        if torch.distributed.is_available() and torch.distributed.is_initialized()
+        else None
+    )
+    for name, size in (("WORLD_SIZE", launched), ("torch.distributed world size", dist_world)):
+        if size is not None and size != num_processes:
+            raise LaunchError(
+                f"{name} is {size} but Accelerate set up {num_processes} process(es): the processes "
+                "would train without synchronising. On a machine without a GPU launch with "
+                "`torchrun --nproc_per_node N script.py` (pta selects CPU/gloo itself) or "
+                "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N script.py`; "
+                "`accelerate launch --cpu --num_processes N` starts only one process."
+            )
+
+
+class AcceleratorAdapter:
+    """Typed view of one ``accelerate.Accelerator``; ``.accelerator`` is the raw object for anything else."""
+
+    def __init__(self, kwargs: AcceleratorKwargs) -> None:
+        kwargs = _fill_launch_defaults(kwargs)
+        self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
+        _check_world_size(self.num_processes)
+
+    # ------------------------------------------------------------------ process facts
+    @property
+    def device(self) -> torch.device:
+        return cast(torch.device, self.accelerator.device)
+
+    @property
+    def num_processes(self) -> int:
+        return int(self.accelerator.num_processes)
+
+    @property
+    def process_index(self) -> int:
+        return int(self.accelerator.process_index)
+
+    @property
+    def is_main_process(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    @property
+    def is_local_main_process(self) -> bool:
+        return bool(self.accelerator.is_local_main_process)
+
+    @property
+    def is_distributed(self) -> bool:
+        return bool(self.accelerator.distributed_type != DistributedType.NO)
+
+    @property
+    def distributed_type(self) -> str:
+        return str(self.accelerator.distributed_type.value)
+
+    @property
+    def mixed_precision(self) -> str:
+        return str(self.accelerator.mixed_precision)
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        return cast("torch.amp.GradScaler | None", self.accelerator.scaler)
+
+    @property
+    def optimizer_step_was_skipped(self) -> bool:
+        return bool(self.accelerator.optimizer_step_was_skipped)
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer | None,
+        train_dataloader: DataLoader[Any] | None,
+        eval_dataloader: DataLoader[Any] | None,
+    ) -> tuple[nn.Module, Optimizer | None, DataLoader[Any] | None, DataLoader[Any] | None]:
+        """One ``Accelerator.prepare`` call for everything (DeepSpeed and FSDP need them together)."""
+        given = [obj for obj in (model, optimizer, train_dataloader, eval_dataloader) if obj is not None]
+        prepared = iter(self.accelerator.prepare(*given))
+        return cast(
+            "tuple[nn.Module, Optimizer | None, DataLoader[Any] | None, DataLoader[Any] | None]",
+            tuple(next(prepared) if obj is not None else None
+                  for obj in (model, optimizer, train_dataloader, eval_dataloader)),
+        )
+
+    def unwrap_model(self, model: nn.Module, keep_torch_compile: bool = True) -> nn.Module:
+        return cast(nn.Module, self.accelerator.unwrap_model(model, keep_torch_compile=keep_torch_compile))
+
+    # ------------------------------------------------------------------ the step
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def autocast(self) -> AbstractContextManager[None]:
+        return cast(AbstractContextManager[None], self.accelerator.autocast())
+
+    def no_sync(self, model: nn.Module) -> AbstractContextManager[None]:
+        if not hasattr(model, "no_sync"):
+            return nullcontext()
+        return cast(AbstractContextManager[None], self.accelerator.no_sync(model))
+
+    def clip_grad_norm_(self, parameters: Iterator[nn.Parameter], max_norm: float) -> torch.Tensor | None:
+        return cast("torch.Tensor | None", self.accelerator.clip_grad_norm_(parameters, max_norm))
+
+    def clip_grad_value_(self, parameters: Iterator[nn.Parameter], clip_value: float) -> None:
+        self.accelerator.clip_grad_value_(parameters, clip_value)
+
+    # ------------------------------------------------------------------ collectives
+    def gather(self, tensor: T) -> T:
+        return cast(T, self.accelerator.gather(tensor))
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.accelerator.reduce(tensor, reduction="sum"))
+
+    def pad_across_processes(self, tensor: T) -> T:
+        return cast(T, self.accelerator.pad_across_processes(tensor))
+
+    def wait_for_everyone(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        self.accelerator.print(*args, **kwargs)
+
+    def save(self, obj: object, path: str | Path) -> None:
+        self.accelerator.save(obj, str(path))
+
+
+def set_seed(seed: int, device_specific: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); ``device_specific`` adds the process index."""
+    _accelerate_set_seed(seed, device_specific=device_specific)
+
+
+def dataloader_config(even_batches: bool = True) -> Any:
+    """An ``accelerate.DataLoaderConfiguration``; ``even_batches`` is set here, not on ``Accelerator``."""
+    return DataLoaderConfiguration(even_batches=even_batches)
+
+
+def set_even_batches(dataloader: DataLoader[Any], even_batches: bool) -> None:
+    """Switch a prepared dataloader between padded (even) and exact (uneven) sharding across processes."""
+    batch_sampler = getattr(dataloader, "batch_sampler", None)
+    if batch_sampler is not None and hasattr(batch_sampler, "even_batches"):
+        batch_sampler.even_batches = even_batches
+
+
+def unwrap_optimizer(optimizer: Optimizer) -> Optimizer:
+    """The user's optimizer inside Accelerate's ``AcceleratedOptimizer`` wrapper(s)."""
+    while hasattr(optimizer, "optimizer") and isinstance(optimizer.optimizer, Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def reset_accelerate_state() -> None:
+    """Forget Accelerate's process-global state (precision, accumulation): for tests and notebooks."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()

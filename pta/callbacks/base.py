@@ -1,0 +1,148 @@
+"""Callback base class, the dispatcher, and the exception that stops a run early."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, get_args
+
+from pta._types import BatchOutput
+from pta.protocols import TrainerLike
+
+EventName = Literal[
+    "on_init_end",
+    "on_training_run_start",
+    "on_train_epoch_start",
+    "on_train_step_start",
+    "on_train_step_end",
+    "on_train_epoch_end",
+    "on_eval_epoch_start",
+    "on_eval_step_start",
+    "on_eval_step_end",
+    "on_eval_epoch_end",
+    "on_training_run_epoch_end",
+    "on_training_run_end",
+    "on_evaluation_run_start",
+    "on_evaluation_run_end",
+    "on_stop_training_error",
+]
+EVENTS: tuple[EventName, ...] = get_args(EventName)
+
+
+class StopTrainingError(Exception):
+    """Raise from a callback or hook to end the run after the current step; the run ends normally."""
+
+
+class TrainerCallback:
+    """Subclass and override the events you need; the trainer calls only overridden events.
+
+    Every event receives the trainer positionally and its data as keyword arguments, so an override
+    may take exactly the keywords it uses plus ``**kwargs``. Exceptions raised here propagate.
+    """
+
+    def on_init_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """The trainer has been constructed."""
+
+    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """A training run starts: everything is prepared, nothing has been trained."""
+
+    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """A training epoch starts (the model is in training mode)."""
+
+    def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """A training step starts; its batch has been loaded."""
+
+    def on_train_step_end(
+        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+    ) -> None:
+        """A training step ended: backward is done and, on an update step, so are the optimizer and
+        scheduler steps. ``batch_output["loss"]`` is the batch's true mean loss (not divided for
+        accumulation); ``step`` counts batches within the epoch from 0."""
+
+    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """A training epoch ended; ``train_loss_epoch`` is recorded."""
+
+    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+        """An evaluation epoch starts (the model is in eval mode); ``is_intermediate`` marks evaluations
+        run in the middle of a training epoch."""
+
+    def on_eval_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """An evaluation step starts."""
+
+    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, **kwargs: Any) -> None:
+        """An evaluation step ended. In distributed runs a process that ran out of batches repeats one to
+        keep collectives aligned: ``trainer.eval_step_is_padding`` is then ``True`` and ``trainer.gather``
+        drops its contribution."""
+
+    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+        """An evaluation epoch ended; its loss is recorded."""
+
+    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """Training and evaluation of one epoch are done."""
+
+    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """The training run ended (normally or through ``StopTrainingError``)."""
+
+    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """An evaluation run (``trainer.evaluate``) starts."""
+
+    def on_evaluation_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """An evaluation run ended."""
+
+    def on_stop_training_error(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """A ``StopTrainingError`` ended the run early."""
+
+
+class CallbackHandler:
+    """Holds callbacks in order and calls, for each event, only those that override it."""
+
+    def __init__(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = ()) -> None:
+        self.callbacks: list[TrainerCallback] = []
+        self._dispatch: dict[str, list[Callable[..., None]]] = {}
+        self.add_callbacks(callbacks)
+
+    def add_callbacks(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]]) -> None:
+        for callback in callbacks:
+            self.add_callback(callback)
+
+    def add_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> None:
+        """Add a callback instance, or a callback class (instantiated without arguments)."""
+        instance = callback() if isinstance(callback, type) else callback
+        if not isinstance(instance, TrainerCallback):
+            raise TypeError(
+                f"callbacks must be TrainerCallback instances or subclasses, got {type(instance).__name__}"
+            )
+        self.callbacks.append(instance)
+        self._rebuild()
+
+    def remove_callback(self, callback: TrainerCallback) -> None:
+        self.callbacks.remove(callback)
+        self._rebuild()
+
+    def clear_callbacks(self) -> None:
+        self.callbacks = []
+        self._rebuild()
+
+    @property
+    def callback_list(self) -> list[str]:
+        return [type(cb).__name__ for cb in self.callbacks]
+
+    def __iter__(self) -> Iterator[TrainerCallback]:
+        return iter(self.callbacks)
+
+    def _rebuild(self) -> None:
+        self._dispatch = {
+            event: [
+                getattr(cb, event)
+                for cb in self.callbacks
+                if getattr(type(cb), event) is not getattr(TrainerCallback, event)
+            ]
+            for event in EVENTS
+        }
+
+    def has_listeners(self, event: EventName) -> bool:
+        return bool(self._dispatch[event])
+
+    def call_event(self, event: EventName, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """Call ``event`` on every callback that overrides it, in order; exceptions propagate."""
+        for method in self._dispatch[event]:
+            method(trainer, **kwargs)

@@ -1,0 +1,89 @@
+"""Stops every process together when the loss becomes NaN or infinite, without a per-step host sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from typing_extensions import override
+
+from pta._types import BatchOutput
+from pta.callbacks.base import StopTrainingError, TrainerCallback
+from pta.protocols import TrainerLike
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised at the end of a run that ``TerminateOnNaNCallback`` stopped."""
+
+
+class TerminateOnNaNCallback(TrainerCallback):
+    """Stops the run when a loss is NaN or infinite, on all processes at the same step.
+
+    Each step only ORs a flag on the device; every ``check_every_n_steps`` training steps and at the
+    end of every epoch the flag is combined across processes and read once. When it is set the run
+    stops through ``StopTrainingError`` and, after the run has closed normally, ``NonFiniteLossError``
+    is raised (unless ``raise_at_end=False``), so a script does not carry on with a broken model.
+    ``check_every_n_steps=1`` checks every step, at the cost of one host sync per step.
+    """
+
+    def __init__(self, check_every_n_steps: int = 50, raise_at_end: bool = True) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.check_every_n_steps = check_every_n_steps
+        self.raise_at_end = raise_at_end
+        self.triggered = False
+        self._flag: torch.Tensor | None = None
+        self._steps = 0
+        self._message = ""
+
+    def _observe(self, batch_output: BatchOutput) -> None:
+        loss = batch_output["loss"].detach()
+        bad = torch.isfinite(loss).logical_not().any()
+        self._flag = bad if self._flag is None else self._flag.logical_or_(bad)
+        self._steps += 1
+
+    def _check(self, trainer: TrainerLike, phase: str) -> None:
+        flag = self._flag if self._flag is not None else torch.zeros((), dtype=torch.bool, device=trainer.device)
+        self._flag = None
+        if bool(trainer.gather(flag.to(torch.int32).reshape(1)).any().item()):
+            self.triggered = True
+            self._message = (
+                f"The {phase} loss became NaN or infinite in epoch {trainer.run_history.current_epoch} "
+                f"(at or before step {self._steps} of the epoch)"
+            )
+            raise StopTrainingError(f"Stopping training: {self._message}")
+
+    @override
+    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        self.triggered = False
+
+    @override
+    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        self._flag, self._steps = None, 0
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+        self._observe(batch_output)
+        if self._steps % self.check_every_n_steps == 0:
+            self._check(trainer, "training")
+
+    @override
+    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        self._check(trainer, "training")
+
+    @override
+    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+        self._flag, self._steps = None, 0
+
+    @override
+    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+        self._observe(batch_output)
+
+    @override
+    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+        self._check(trainer, "evaluation")
+
+    @override
+    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        if self.triggered and self.raise_at_end:
+            raise NonFiniteLossError(self._message)

@@ -1,0 +1,132 @@
+"""Run history: the metrics a trainer records, one value per epoch (or per evaluation)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from typing_extensions import override
+
+
+class RunHistory(ABC):
+    """The interface of a trainer's run history (same API as pytorch-accelerated's)."""
+
+    @abstractmethod
+    def get_metric_names(self) -> set[str]:
+        """The names of all metrics recorded so far."""
+
+    @abstractmethod
+    def get_metric_values(self, metric_name: str) -> list[Any]:
+        """Every value recorded for ``metric_name``, oldest first; an empty list for an unknown metric."""
+
+    @abstractmethod
+    def get_latest_metric(self, metric_name: str) -> Any:
+        """The most recent value of ``metric_name``; ``ValueError`` if none was recorded."""
+
+    @abstractmethod
+    def update_metric(self, metric_name: str, metric_value: Any) -> None:
+        """Record a value for ``metric_name`` (the prefix, if any, is prepended)."""
+
+    @abstractmethod
+    def set_metric_name_prefix(self, prefix: str = "") -> None:
+        """Prepend ``prefix`` to every metric name read or written from now on."""
+
+    @property
+    @abstractmethod
+    def metric_name_prefix(self) -> str:
+        """The prefix prepended to metric names."""
+
+    @abstractmethod
+    def delete_metric(self, metric_name: str) -> None:
+        """Forget ``metric_name`` and all its values."""
+
+    @property
+    @abstractmethod
+    def current_epoch(self) -> int:
+        """The epoch in progress, counted from 1."""
+
+    @abstractmethod
+    def _increment_epoch(self) -> None: ...
+
+    @abstractmethod
+    def _set_epoch(self, epoch: int) -> None: ...
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every metric and go back to epoch 1."""
+
+
+class InMemoryRunHistory(RunHistory):
+    """A :class:`RunHistory` kept in memory.
+
+    Reading never creates a metric, and the name prefix applies to reads and writes alike.
+    """
+
+    def __init__(self) -> None:
+        self._current_epoch = 1
+        self._metrics: dict[str, list[Any]] = {}
+        self._prefix = ""
+
+    def _key(self, metric_name: str) -> str:
+        if self._prefix and metric_name.startswith(self._prefix):
+            return metric_name
+        return f"{self._prefix}{metric_name}"
+
+    @override
+    def get_metric_names(self) -> set[str]:
+        return set(self._metrics)
+
+    @override
+    def get_metric_values(self, metric_name: str) -> list[Any]:
+        return list(self._metrics.get(self._key(metric_name), []))
+
+    @override
+    def get_latest_metric(self, metric_name: str) -> Any:
+        values = self._metrics.get(self._key(metric_name))
+        if not values:
+            raise ValueError(f"No values have been recorded for the metric {self._key(metric_name)!r}")
+        return values[-1]
+
+    @override
+    def update_metric(self, metric_name: str, metric_value: Any) -> None:
+        self._metrics.setdefault(self._key(metric_name), []).append(metric_value)
+
+    @override
+    def set_metric_name_prefix(self, prefix: str = "") -> None:
+        self._prefix = prefix
+
+    @property
+    @override
+    def metric_name_prefix(self) -> str:
+        return self._prefix
+
+    @override
+    def delete_metric(self, metric_name: str) -> None:
+        self._metrics.pop(self._key(metric_name), None)
+
+    @property
+    @override
+    def current_epoch(self) -> int:
+        return self._current_epoch
+
+    @override
+    def _increment_epoch(self) -> None:
+        self._current_epoch += 1
+
+    @override
+    def _set_epoch(self, epoch: int) -> None:
+        self._current_epoch = epoch
+
+    @override
+    def reset(self) -> None:
+        self._current_epoch = 1
+        self._metrics = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore this history (used by training-state checkpoints)."""
+        return {"current_epoch": self._current_epoch, "metrics": {k: list(v) for k, v in self._metrics.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._current_epoch = int(state["current_epoch"])
+        self._metrics = {str(k): list(v) for k, v in state["metrics"].items()}
+
