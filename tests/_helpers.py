@@ -1,0 +1,51 @@
+"""Small models, datasets and trainers shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from pta import DefaultTrainer
+
+
+def regression_data(n: int = 64, features: int = 4, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=g)
+    w = torch.randn(features, 1, generator=g)
+    y = x @ w + 0.1 * torch.randn(n, 1, generator=g)
+    return TensorDataset(x, y)
+
+
+def classification_data(n: int = 64, features: int = 4, classes: int = 3, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return TensorDataset(x, y)
+
+
+def linear_model(features: int = 4, out: int = 1, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Linear(features, out)
+
+
+def mlp(features: int = 4, hidden: int = 16, out: int = 1, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, out))
+
+
+def quiet_trainer(model: nn.Module, lr: float = 0.1, **kwargs: Any) -> DefaultTrainer:
+    """A DefaultTrainer with SGD, MSE loss and no console callbacks."""
+    return DefaultTrainer(
+        model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=lr), callbacks=kwargs.pop("callbacks", ()), **kwargs
+    )
+
+
+def params_of(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
