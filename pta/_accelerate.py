@@ -209,3 +209,20 @@ def reset_accelerate_state() -> None:
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+def process_index() -> int:
+    """This process's rank across all machines (0 when not distributed)."""
+    state: Any = PartialState()
+    return int(state.process_index)
+
+
+def local_process_index() -> int:
+    """This process's rank on its machine (0 when not distributed)."""
+    state: Any = PartialState()
+    return int(state.local_process_index)
+
+
+def wait_for_everyone() -> None:
+    """Block until every process reaches this point (a no-op in a single process)."""
+    PartialState().wait_for_everyone()

@@ -68,7 +68,7 @@ class TrainerBase(Generic[BatchT]):
         self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
         self.mixed_precision = mixed_precision
         self.seed = seed
-        self.accelerator_options: AcceleratorKwargs = dict(accelerator_options or {})  # type: ignore[assignment]  # copy of a TypedDict is the same TypedDict
+        self.accelerator_options = AcceleratorKwargs(**accelerator_options) if accelerator_options else AcceleratorKwargs()
         self.create_scheduler_fn: SchedulerFactory | None = None
         self.scheduler: SchedulerLike | None = None
         self.collate_fn: Callable[[list[Any]], Any] | None = None
@@ -82,7 +82,6 @@ class TrainerBase(Generic[BatchT]):
         self._train_loss = LossMeter()
         self._eval_loss = LossMeter()
         self._num_updates = 0
-        self._max_updates: int | None = None
         self._eval_step_is_padding = False
         self._reached: set[str] = set()
         self._accelerator = self._create_accelerator()

@@ -1,0 +1,1 @@
+"""Real multi-process tests: two CPU processes over gloo, launched with ``torchrun``."""

@@ -1,0 +1,109 @@
+"""Launch worker scripts as real processes (``torchrun`` or plain ``python``) with a timeout.
+
+Every launch gets a clean environment: no ``ACCELERATE_*`` variables (plain ``torchrun`` must work as
+users run it), no inherited rendezvous variables, ``OMP_NUM_THREADS=1`` and the repository root on
+``PYTHONPATH`` so workers can import ``tests.distributed.workers``. On a timeout the whole process
+group of the launch is killed and the test fails with everything the processes printed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKERS = Path(__file__).resolve().parent / "workers"
+DEFAULT_TIMEOUT_S = 120.0
+
+_DROPPED_PREFIXES = ("ACCELERATE_", "TORCHELASTIC_")
+_DROPPED = {"WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+            "MASTER_ADDR", "MASTER_PORT", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"}
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED and not k.startswith(_DROPPED_PREFIXES)}
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def torchrun_command(script: Path, args: Sequence[str], nproc: int = 2) -> list[str]:
+    """``torchrun --nproc_per_node N --master_port P script args``, with the venv's own torchrun."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    return [*launcher, "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port()), str(script), *args]
+
+
+def run_command(
+    command: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in its own session; fail the test on a timeout (or a non-zero exit when ``check``)."""
+    proc = subprocess.Popen(
+        list(command), cwd=REPO_ROOT, env=clean_env(env), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every worker it started
+        output, _ = proc.communicate()
+        pytest.fail(f"timed out after {timeout:.0f} s (a hang?): {' '.join(command)}\n{_tail(output)}")
+    result = subprocess.CompletedProcess(list(command), proc.returncode, output, "")
+    if check and proc.returncode != 0:
+        pytest.fail(f"exit status {proc.returncode}: {' '.join(command)}\n{_tail(output)}")
+    return result
+
+
+def run_torchrun(
+    script: Path | str,
+    *args: str,
+    nproc: int = 2,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Launch ``script`` on ``nproc`` CPU processes exactly as a user would: plain ``torchrun``."""
+    return run_command(torchrun_command(_script(script), args, nproc), timeout=timeout, env=env, check=check)
+
+
+def run_python(
+    script: Path | str,
+    *args: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` as one plain ``python`` process."""
+    return run_command([sys.executable, str(_script(script)), *args], timeout=timeout, env=env, check=check)
+
+
+def _script(script: Path | str) -> Path:
+    path = Path(script)
+    return path if path.is_absolute() else WORKERS / path
+
+
+def _tail(output: str | None, limit: int = 12_000) -> str:
+    text = output or ""
+    return text if len(text) <= limit else "...\n" + text[-limit:]
