@@ -9,9 +9,20 @@ from pta._validation import ConfigurationError
 from pta.base import HookChainError, TrainerBase
 from pta.callbacks import StopTrainingError, TrainerCallback
 from pta.checkpoint import CheckpointError
-from pta.mixins import AMPMixin, DevicePlacementMixin, DistributedEvalMixin, GradAccumMixin, SchedulerMixin
+from pta.mixins import (
+    AMPMixin,
+    DevicePlacementMixin,
+    DistributedEvalMixin,
+    GradAccumMixin,
+    SchedulerMixin,
+)
 from pta.run_config import TrainerRunConfig
-from pta.trainer import DEFAULT_CALLBACKS, DefaultTrainer, Trainer, TrainerPlaceholderValues
+from pta.trainer import (
+    DEFAULT_CALLBACKS,
+    DefaultTrainer,
+    Trainer,
+    TrainerPlaceholderValues,
+)
 
 __version__ = "0.1.0"
 

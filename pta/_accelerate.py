@@ -176,8 +176,12 @@ class AcceleratorAdapter:
     def print(self, *args: Any, **kwargs: Any) -> None:
         self.accelerator.print(*args, **kwargs)
 
-    def save(self, obj: object, path: str | Path) -> None:
-        self.accelerator.save(obj, str(path))
+    def save_state(self, directory: Path) -> None:
+        """Model, optimizer, scaler and RNG states in Accelerate's (possibly sharded) format."""
+        self.accelerator.save_state(str(directory))
+
+    def load_state(self, directory: Path) -> None:
+        self.accelerator.load_state(str(directory))
 
 
 def set_seed(seed: int, device_specific: bool = False) -> None:
@@ -226,3 +230,10 @@ def local_process_index() -> int:
 def wait_for_everyone() -> None:
     """Block until every process reaches this point (a no-op in a single process)."""
     PartialState().wait_for_everyone()
+
+
+def skip_first_batches(dataloader: DataLoader[Any], num_batches: int) -> DataLoader[Any]:
+    """``dataloader`` without its first ``num_batches`` batches, skipped by index (nothing is loaded)."""
+    from accelerate.data_loader import skip_first_batches as _skip
+
+    return cast("DataLoader[Any]", _skip(dataloader, num_batches))

@@ -57,3 +57,22 @@ def needs_mixin(argument: str, mixin: str, trainer_cls: type) -> ConfigurationEr
         f"{argument} needs {mixin}, which {trainer_cls.__name__} does not include: use DefaultTrainer "
         f"or add {mixin} to the bases of {trainer_cls.__name__}"
     )
+
+
+def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
+    """Every check of ``train()``'s arguments, before any work; ``arguments`` are train()'s locals."""
+    check_dataset("train_dataset", arguments["train_dataset"])
+    check_epochs(arguments["num_epochs"], arguments["max_num_train_steps"])
+    check_positive_int("per_device_batch_size", arguments["per_device_batch_size"])
+    check_positive_int("gradient_accumulation_steps", arguments["gradient_accumulation_steps"])
+    check_positive_float("gradient_clip_value", arguments["gradient_clip_value"])
+    check_positive_float("gradient_clip_norm", arguments["gradient_clip_norm"])
+    check_scheduler_factory(arguments["create_scheduler_fn"])
+    if arguments["eval_dataset"] is not None:
+        check_dataset("eval_dataset", arguments["eval_dataset"])
+    if trainer.optimizer is None:
+        raise ConfigurationError("train() needs an optimizer: pass optimizer= to the trainer")
+    if arguments["gradient_accumulation_steps"] > 1 and not trainer.accumulates_gradients:
+        raise needs_mixin("gradient_accumulation_steps > 1", "GradAccumMixin", type(trainer))
+    if arguments["create_scheduler_fn"] is not None and not trainer.supports_schedulers:
+        raise needs_mixin("create_scheduler_fn", "SchedulerMixin", type(trainer))

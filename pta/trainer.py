@@ -12,8 +12,17 @@ from pta.callbacks import (
     TerminateOnNaNCallback,
     TrainerCallback,
 )
-from pta.mixins import AMPMixin, DevicePlacementMixin, DistributedEvalMixin, GradAccumMixin, SchedulerMixin
-from pta.placeholders import TrainerPlaceholderValues, replace_trainer_placeholder_values
+from pta.mixins import (
+    AMPMixin,
+    DevicePlacementMixin,
+    DistributedEvalMixin,
+    GradAccumMixin,
+    SchedulerMixin,
+)
+from pta.placeholders import (
+    TrainerPlaceholderValues,
+    replace_trainer_placeholder_values,
+)
 
 DEFAULT_CALLBACKS: tuple[type[TrainerCallback], ...] = (
     MoveModulesToDeviceCallback,

@@ -1,6 +1,11 @@
 """Callbacks: observe and steer a run without changing the trainer's class."""
 
-from pta.callbacks.base import CallbackHandler, EventName, StopTrainingError, TrainerCallback
+from pta.callbacks.base import (
+    CallbackHandler,
+    EventName,
+    StopTrainingError,
+    TrainerCallback,
+)
 from pta.callbacks.device import MoveModulesToDeviceCallback
 from pta.callbacks.logging import LogMetricsCallback
 from pta.callbacks.nan import NonFiniteLossError, TerminateOnNaNCallback

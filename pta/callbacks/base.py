@@ -97,7 +97,7 @@ class CallbackHandler:
 
     def __init__(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = ()) -> None:
         self.callbacks: list[TrainerCallback] = []
-        self._dispatch: dict[str, list[Callable[..., None]]] = {}
+        self._dispatch: dict[str, list[Callable[..., None]]] = {event: [] for event in EVENTS}
         self.add_callbacks(callbacks)
 
     def add_callbacks(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]]) -> None:

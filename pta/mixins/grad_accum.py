@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +23,8 @@ class GradAccumMixin(TrainerBase[BatchT]):
         last, shorter window is weighted by its real size. Clipping stays once per update (the base's
         ``before_optimizer_step`` runs after the window is complete).
     Overrides: ``training_run_start``, ``is_update_step``, ``train_step_context``, ``scale_loss``,
-        ``before_optimizer_step``.
+        ``before_optimizer_step``, ``training_state_dict``, ``load_training_state_dict`` (a state saved
+        inside a window keeps the window's gradients, so the resumed update is the same).
     State: ``_window_weight`` (real weight seen in the window so far) and ``_window_divisor`` (what the
         window's losses were divided by); created in ``training_run_start``.
     """
@@ -75,3 +77,24 @@ class GradAccumMixin(TrainerBase[BatchT]):
                 if grads:
                     torch._foreach_mul_(grads, factor)
         super().before_optimizer_step()
+
+    @override
+    def training_state_dict(self) -> dict[str, Any]:
+        state = super().training_state_dict()
+        mid_window = self._window_weight > 0
+        state["grad_accum"] = {
+            "weight": self._window_weight,
+            "divisor": self._window_divisor,
+            "grads": [p.grad.detach().clone() if p.grad is not None else None for p in self.model.parameters()]
+            if mid_window else None,
+        }
+        return state
+
+    @override
+    def load_training_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_training_state_dict(state)
+        window = state["grad_accum"]
+        self._window_weight, self._window_divisor = window["weight"], window["divisor"]
+        if window["grads"] is not None:
+            for param, grad in zip(self.model.parameters(), window["grads"], strict=True):
+                param.grad = None if grad is None else grad.to(param.device)

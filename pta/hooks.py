@@ -1,0 +1,424 @@
+"""The state every trainer shares and every hook of the loop, each a documented default.
+
+``TrainerBase`` (pta.base) adds the loop itself; this module only keeps the file sizes sane. Mixins
+and users subclass ``TrainerBase``, never ``TrainerHooks`` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from pta import _validation as check
+from pta._accelerate import AcceleratorAdapter
+from pta._meter import LossMeter, infer_batch_size
+from pta._types import AcceleratorKwargs, BatchOutput, BatchT, MixedPrecision
+from pta.callbacks.base import CallbackHandler, TrainerCallback
+from pta.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    load_torch_file,
+    require_keys,
+)
+from pta.interrupt import InterruptFlag
+from pta.protocols import SchedulerFactory, SchedulerLike
+from pta.run_config import TrainerRunConfig
+from pta.tracking import InMemoryRunHistory, RunHistory
+from pta.utils import worker_init_fn
+
+CallbackSpec = TrainerCallback | type[TrainerCallback]
+T = TypeVar("T")
+
+
+class HookChainError(RuntimeError):
+    """An override of a cooperative hook did not call ``super()``, so a mixin's behaviour was skipped."""
+
+
+class TrainerHooks(Generic[BatchT]):
+    """Shared state and hooks of ``TrainerBase``; docs/loop.md gives the order in which the loop calls them."""
+
+    requires: ClassVar[tuple[type[TrainerHooks[Any]], ...]] = ()
+    """Mixins this class needs in the same trainer; checked when a trainer is constructed."""
+    default_callbacks: ClassVar[tuple[CallbackSpec, ...]] = ()
+    # What the composition can do; each mixin switches its own capability on.
+    places_on_device: ClassVar[bool] = False
+    accumulates_gradients: ClassVar[bool] = False
+    supports_mixed_precision: ClassVar[bool] = False
+    supports_schedulers: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_func: Callable[..., Tensor] | None,
+        optimizer: Optimizer | None,
+        callbacks: Iterable[CallbackSpec] | None = None,
+        run_history: RunHistory | None = None,
+        *,
+        mixed_precision: MixedPrecision | None = None,
+        seed: int | None = None,
+        accelerator_options: AcceleratorKwargs | None = None,
+        interrupt_state_dir: str | Path | None = "training_state/interrupted",
+    ) -> None:
+        self._check_composition()
+        if mixed_precision is not None and not self.supports_mixed_precision:
+            raise check.needs_mixin("mixed_precision", "AMPMixin", type(self))
+        self.model = model
+        self.loss_func = loss_func
+        self.optimizer = optimizer
+        self.callback_handler = CallbackHandler(self.default_callbacks if callbacks is None else callbacks)
+        self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
+        self.mixed_precision = mixed_precision
+        self.seed = seed
+        self.accelerator_options = AcceleratorKwargs(**accelerator_options) if accelerator_options else AcceleratorKwargs()
+        self.create_scheduler_fn: SchedulerFactory | None = None
+        self.scheduler: SchedulerLike | None = None
+        self.collate_fn: Callable[[list[Any]], Any] | None = None
+        self.train_dataset: Any = None
+        self.eval_dataset: Any = None
+        self._train_dataloader: DataLoader[Any] | None = None
+        self._eval_dataloader: DataLoader[Any] | None = None
+        self._train_dl_kwargs: dict[str, Any] | None = None
+        self._eval_dl_kwargs: dict[str, Any] | None = None
+        self._run_config: TrainerRunConfig | None = None
+        self._train_loss = LossMeter()
+        self._eval_loss = LossMeter()
+        self._num_updates = 0
+        self._eval_step_is_padding = False
+        self.interrupt_state_dir = interrupt_state_dir
+        self._interrupt = InterruptFlag()
+        self._epoch_phase = "train"  # "train", "eval" (training part done) or "done" (whole epoch done)
+        self._batches_done = 0
+        self._epoch_rng: dict[str, Any] | None = None
+        self._resume: dict[str, Any] | None = None
+        self._reached: set[str] = set()
+        self._accelerator = self._create_accelerator()
+        self.callback_handler.call_event("on_init_end", self)
+
+    # ------------------------------------------------------------------ composition checks
+    def _check_composition(self) -> None:
+        for klass in type(self).__mro__:
+            for needed in vars(klass).get("requires", ()):
+                if not isinstance(self, needed):
+                    raise check.ConfigurationError(
+                        f"{klass.__name__} needs {needed.__name__}, which {type(self).__name__} lacks: "
+                        f"add {needed.__name__} to the bases of {type(self).__name__}"
+                    )
+
+    def _call_chain(self, name: str, hook: Callable[[], T]) -> T:
+        """Call a cooperative hook and fail loudly if an override did not reach ``TrainerBase``."""
+        self._reached.discard(name)
+        result = hook()
+        self._require_reached(name)
+        return result
+
+    def _require_reached(self, name: str) -> None:
+        if name not in self._reached:
+            owners = [k.__name__ for k in type(self).__mro__ if name in vars(k) and k is not TrainerHooks]
+            raise HookChainError(
+                f"{name}() did not reach TrainerBase.{name}(): one of the overrides in "
+                f"{', '.join(owners)} is missing a call to super().{name}()"
+            )
+
+    def _mark(self, name: str) -> None:
+        self._reached.add(name)
+
+    # ------------------------------------------------------------------ accelerator
+    def accelerator_kwargs(self) -> AcceleratorKwargs:
+        """Builder for ``accelerate.Accelerator`` options; overrides call ``super()`` first and extend."""
+        self._mark("accelerator_kwargs")
+        return AcceleratorKwargs(**self.accelerator_options)
+
+    def _create_accelerator(self) -> AcceleratorAdapter:
+        accelerator = AcceleratorAdapter(self._call_chain("accelerator_kwargs", self.accelerator_kwargs))
+        if accelerator.num_processes > 1 and not self.places_on_device:
+            raise check.needs_mixin("a multi-process launch", "DevicePlacementMixin", type(self))
+        return accelerator
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def run_config(self) -> TrainerRunConfig:
+        if self._run_config is None:
+            raise RuntimeError("run_config exists once train() or evaluate() has started")
+        return self._run_config
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (``DevicePlacementMixin`` answers Accelerate's device)."""
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    @property
+    def is_local_main_process(self) -> bool:
+        return self._accelerator.is_local_main_process
+
+    @property
+    def is_world_main_process(self) -> bool:
+        return self._accelerator.is_main_process
+
+    @property
+    def train_dataloader(self) -> DataLoader[Any] | None:
+        return self._train_dataloader
+
+    @property
+    def eval_dataloader(self) -> DataLoader[Any] | None:
+        return self._eval_dataloader
+
+    @property
+    def eval_step_is_padding(self) -> bool:
+        """True during an evaluation step that repeats a batch only to keep processes in step."""
+        return self._eval_step_is_padding
+
+    def get_model(self, keep_torch_compile: bool = True) -> nn.Module:
+        """The user's model (without ``torch.compile``'s wrapper when ``keep_torch_compile=False``)."""
+        if not keep_torch_compile and isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
+            return self.model._orig_mod
+        return self.model
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` once per machine."""
+        self._accelerator.print(*args, **kwargs)
+
+    def gather(self, tensor: Tensor, padding_value: float | None = None) -> Tensor:
+        """Concatenate ``tensor`` from all processes along dim 0, each process's rows exactly once.
+
+        Shapes may differ along dim 0: rows are padded for the transfer and trimmed by the real sizes
+        afterwards, so ``padding_value`` (kept for compatibility) is never needed.
+        """
+        return self._gather_rows(tensor)
+
+    def _gather_rows(self, tensor: Tensor) -> Tensor:
+        local = tensor.reshape(1) if tensor.ndim == 0 else tensor
+        if self._accelerator.num_processes == 1:
+            return local
+        sizes = self._accelerator.gather(torch.tensor([local.shape[0]], device=local.device)).tolist()
+        padded = self._accelerator.pad_across_processes(local)
+        gathered = self._accelerator.gather(padded)
+        width = padded.shape[0]
+        return torch.cat([gathered[i * width : i * width + n] for i, n in enumerate(sizes)])
+
+    # ------------------------------------------------------------------ dataloaders (user hooks)
+    def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
+        return {"shuffle": True, "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
+                "num_workers": 0, "worker_init_fn": worker_init_fn}
+
+    def get_default_eval_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
+        return {**self.get_default_train_dl_kwargs(batch_size), "shuffle": False}
+
+    def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader[Any]:
+        self._train_dl_kwargs = _merge_dl_kwargs(self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs)
+        return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)
+
+    def create_eval_dataloader(self, batch_size: int, eval_dl_kwargs: dict[str, Any] | None = None) -> DataLoader[Any]:
+        self._eval_dl_kwargs = _merge_dl_kwargs(self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs)
+        return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)
+
+    # ------------------------------------------------------------------ run-level hooks
+    def prepare_components(self) -> None:
+        """Wrap the model, optimizer and dataloaders for the hardware (``DevicePlacementMixin``)."""
+        self._mark("prepare_components")
+
+    def configure_run(self) -> None:
+        """Set up per-run objects once ``run_config`` exists (scheduler, evaluation sharding)."""
+        self._mark("configure_run")
+
+    def create_scheduler(self) -> SchedulerLike:
+        """Call ``create_scheduler_fn`` with the prepared optimizer (``SchedulerMixin`` resolves placeholders)."""
+        if self.create_scheduler_fn is None or self.optimizer is None:
+            raise RuntimeError("create_scheduler() needs create_scheduler_fn and an optimizer")
+        return self.create_scheduler_fn(self.optimizer)
+
+    def training_run_start(self) -> None:
+        """Start of a training run; mixins create their per-run state here."""
+        self._mark("training_run_start")
+
+    def training_run_epoch_end(self) -> None:
+        """After the training and evaluation epochs of one epoch."""
+
+    def training_run_end(self) -> None:
+        """End of a training run."""
+        self._mark("training_run_end")
+
+    def evaluation_run_start(self) -> None:
+        """Start of an evaluation run."""
+        self._mark("evaluation_run_start")
+
+    def evaluation_run_end(self) -> None:
+        """End of an evaluation run."""
+        self._mark("evaluation_run_end")
+
+    # ------------------------------------------------------------------ epoch and step hooks
+    def train_epoch_start(self) -> None:
+        """Start of a training epoch: puts the model in training mode."""
+        self.model.train()
+        self._mark("train_epoch_start")
+
+    def train_epoch_end(self) -> None:
+        """End of a training epoch, before its loss is recorded."""
+
+    def eval_epoch_start(self) -> None:
+        """Start of an evaluation epoch: puts the model in eval mode."""
+        self.model.eval()
+        self._mark("eval_epoch_start")
+
+    def eval_epoch_end(self) -> None:
+        """End of an evaluation epoch, before its loss is recorded."""
+
+    def forward_context(self) -> AbstractContextManager[None]:
+        """Context for the batch-loss hooks (``AMPMixin``: autocast)."""
+        return nullcontext()
+
+    def train_step_context(self, is_update_step: bool) -> AbstractContextManager[None]:
+        """Context around forward and backward of one step (``GradAccumMixin``: ``no_sync`` between updates)."""
+        return nullcontext()
+
+    def is_update_step(self, step: int, num_batches: int | None) -> bool:
+        """Whether the optimizer steps after batch ``step`` (``GradAccumMixin``: at window ends)."""
+        return True
+
+    def scale_loss(self, loss: Tensor, batch_output: BatchOutput, batch_size: int) -> Tensor:
+        """The loss to back-propagate (``GradAccumMixin`` weights it within its window)."""
+        return loss
+
+    def _batch_loss(self, compute: Callable[[BatchT], BatchOutput], batch: BatchT) -> tuple[BatchOutput, Tensor, int]:
+        with self.forward_context():
+            result: object = compute(batch)
+        if not isinstance(result, Mapping) or "loss" not in result:
+            keys = f" with keys {sorted(result)}" if isinstance(result, Mapping) else ""
+            raise TypeError(
+                f"{compute.__name__} must return a dict with a 'loss' tensor (a BatchOutput), "
+                f"got {type(result).__name__}{keys}"
+            )
+        batch_output = cast(BatchOutput, result)
+        size = batch_output.get("batch_size")
+        return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)
+
+    def calculate_train_batch_loss(self, batch: BatchT) -> BatchOutput:
+        """Forward one training batch; the default treats the batch as ``(inputs, targets, ...)``."""
+        xb, yb = _inputs_and_targets(batch)
+        outputs = self.model(xb)
+        return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.size(0)}
+
+    def calculate_eval_batch_loss(self, batch: BatchT) -> BatchOutput:
+        """Forward one evaluation batch (already under ``torch.no_grad``)."""
+        xb, yb = _inputs_and_targets(batch)
+        outputs = self.model(xb)
+        return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.size(0)}
+
+    def _loss(self, outputs: Any, targets: Any) -> Tensor:
+        if self.loss_func is None:
+            raise TypeError("loss_func is None: pass one, or override calculate_*_batch_loss")
+        return self.loss_func(outputs, targets)
+
+    def backward_step(self, loss: Tensor) -> None:
+        """Back-propagate ``loss`` (already weighted for gradient accumulation)."""
+        self._accelerator.backward(loss)
+
+    def before_optimizer_step(self) -> None:
+        """Once per update, before ``optimizer_step``: clips gradients (after unscaling, via Accelerate)."""
+        config = self.run_config
+        if config.gradient_clip_value is not None:
+            self._accelerator.clip_grad_value_(self.model.parameters(), config.gradient_clip_value)
+        if config.gradient_clip_norm is not None:
+            self._accelerator.clip_grad_norm_(self.model.parameters(), config.gradient_clip_norm)
+
+    def optimizer_step(self) -> None:
+        assert self.optimizer is not None
+        self.optimizer.step()
+
+    def optimizer_step_was_skipped(self) -> bool:
+        """Whether the last optimizer step was skipped (``AMPMixin``: fp16 overflow)."""
+        return False
+
+    def scheduler_step(self) -> None:
+        """Step the scheduler once per update that was not skipped."""
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def optimizer_zero_grad(self) -> None:
+        assert self.optimizer is not None
+        self.optimizer.zero_grad()
+
+    def iterate_eval_batches(self, dataloader: Iterable[BatchT]) -> Iterator[BatchT]:
+        """The evaluation batches of this process (``DistributedEvalMixin`` keeps processes in step)."""
+        return iter(dataloader)
+
+    def reduce_epoch_loss(self, meter: LossMeter) -> float:
+        """The epoch's mean loss weighted by batch size (``DistributedEvalMixin``: over all processes)."""
+        if meter.total is None or meter.count == 0:
+            return float("nan")
+        return float((meter.total / meter.count).item())
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, save_path: str | Path, checkpoint_kwargs: dict[str, Any] | None = None,
+                        save_optimizer: bool = True, save_scheduler: bool = True, save_per_node: bool = True) -> None:
+        """Write model (and optimizer/scheduler) state to one file, atomically."""
+        checkpoint: dict[str, Any] = {"model_state_dict": self.get_model(keep_torch_compile=False).state_dict()}
+        if save_optimizer and self.optimizer is not None:
+            checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
+        if save_scheduler and self.scheduler is not None:
+            checkpoint["scheduler_state_dict"] = self.scheduler.state_dict()
+        checkpoint.update(checkpoint_kwargs or {})
+        self._accelerator.wait_for_everyone()
+        if self.is_local_main_process if save_per_node else self.is_world_main_process:
+            atomic_torch_save(checkpoint, save_path)
+        self._accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, checkpoint_path: str | Path, load_optimizer: bool = True,
+                        load_scheduler: bool = True, *, weights_only: bool = True) -> dict[str, Any]:
+        """Load a file written by ``save_checkpoint``; returns the whole dict (extra keys included).
+
+        ``weights_only=False`` allows arbitrary pickled objects: only for files you trust.
+        """
+        self._accelerator.wait_for_everyone()
+        checkpoint = require_keys(load_torch_file(checkpoint_path, weights_only=weights_only),
+                                  checkpoint_path, ("model_state_dict",))
+        try:
+            self.get_model(keep_torch_compile=False).load_state_dict(checkpoint["model_state_dict"])
+        except RuntimeError as error:
+            raise CheckpointError(f"checkpoint {checkpoint_path} does not fit the model: {error}") from error
+        for key, target, wanted in (("optimizer_state_dict", self.optimizer, load_optimizer),
+                                    ("scheduler_state_dict", self.scheduler, load_scheduler)):
+            if wanted and key in checkpoint:
+                if target is None:
+                    raise CheckpointError(f"checkpoint {checkpoint_path} has {key} but the trainer has none; "
+                                          f"pass load_{key.split('_')[0]}=False")
+                target.load_state_dict(checkpoint[key])
+        return checkpoint
+
+
+def _merge_dl_kwargs(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    overrides = overrides or {}
+    if "sampler" in overrides:
+        defaults.pop("shuffle", None)
+    if "batch_sampler" in overrides:
+        for key in ("shuffle", "batch_size", "drop_last", "sampler"):
+            defaults.pop(key, None)
+    merged = {**defaults, **overrides}
+    if not merged.get("num_workers"):
+        merged.pop("worker_init_fn", None)
+    return merged
+
+
+def _length(obj: object) -> int | None:
+    """``len(obj)``, or ``None`` for iterables without one (a DataLoader over an IterableDataset)."""
+    try:
+        return len(obj)  # type: ignore[arg-type]  # probing: TypeError means "no length"
+    except TypeError:
+        return None
+
+
+def _inputs_and_targets(batch: Any) -> tuple[Any, Tensor]:
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2 and isinstance(batch[1], Tensor):
+        return batch[0], batch[1]
+    raise TypeError(
+        "the default calculate_*_batch_loss expects batches of (inputs, targets, ...) with tensor targets, "
+        f"got {type(batch).__name__}; override calculate_train_batch_loss / calculate_eval_batch_loss"
+    )
+
