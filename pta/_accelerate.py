@@ -6,14 +6,17 @@ It also guards against launches that Accelerate gets silently wrong on machines 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import torch
 from accelerate.accelerator import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.utils.dataclasses import DataLoaderConfiguration, DistributedType
 from accelerate.utils.random import set_seed as _accelerate_set_seed
@@ -73,12 +76,18 @@ def _check_world_size(num_processes: int) -> None:
             )
 
 
+@functools.cache
+def _accepts_set_to_none(zero_grad: Callable[..., None]) -> bool:
+    return "set_to_none" in inspect.signature(zero_grad).parameters
+
+
 class AcceleratorAdapter:
     """Typed view of one ``accelerate.Accelerator``; ``.accelerator`` is the raw object for anything else."""
 
     def __init__(self, kwargs: AcceleratorKwargs) -> None:
         kwargs = _fill_launch_defaults(kwargs)
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
+        self._direct_backward = False
         _check_world_size(self.num_processes)
 
     # ------------------------------------------------------------------ process facts
@@ -133,18 +142,55 @@ class AcceleratorAdapter:
         """One ``Accelerator.prepare`` call for everything (DeepSpeed and FSDP need them together)."""
         given = [obj for obj in (model, optimizer, train_dataloader, eval_dataloader) if obj is not None]
         prepared = iter(self.accelerator.prepare(*given))
-        return cast(
+        result = cast(
             "tuple[nn.Module, Optimizer | None, DataLoader[Any] | None, DataLoader[Any] | None]",
             tuple(next(prepared) if obj is not None else None
                   for obj in (model, optimizer, train_dataloader, eval_dataloader)),
         )
+        self._direct_backward = self._plain_autograd()
+        return result
+
+    # Accelerate's wrappers cost tens of microseconds per step (a package lookup on disk in
+    # ``AcceleratedOptimizer.step``, a signature inspection in ``zero_grad``, a division by one in
+    # ``backward``). Where the wrapper provably does nothing but call through, pta calls through.
+    def _plain_autograd(self) -> bool:
+        acc = self.accelerator
+        return bool(
+            acc.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA)
+            and acc.scaler is None
+            and acc.gradient_accumulation_steps == 1
+            and not getattr(acc, "has_lomo_optimizer", False)
+        )
+
+    def _direct_optimizer(self, optimizer: Optimizer) -> Optimizer | None:
+        """The wrapped optimizer when ``AcceleratedOptimizer`` would only call through to it."""
+        if type(optimizer) is not AcceleratedOptimizer or not self._direct_backward:
+            return None
+        if not self.accelerator.gradient_state.sync_gradients:
+            return None
+        inner: Optimizer = optimizer.optimizer
+        return None if type(inner).__module__.startswith("lomo_optim") else inner
 
     def unwrap_model(self, model: nn.Module, keep_torch_compile: bool = True) -> nn.Module:
         return cast(nn.Module, self.accelerator.unwrap_model(model, keep_torch_compile=keep_torch_compile))
 
     # ------------------------------------------------------------------ the step
     def backward(self, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss)
+        if self._direct_backward:
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
+
+    def optimizer_step(self, optimizer: Optimizer) -> None:
+        inner = self._direct_optimizer(optimizer)
+        (inner or optimizer).step()
+
+    def zero_grad(self, optimizer: Optimizer) -> None:
+        inner = self._direct_optimizer(optimizer)
+        if inner is not None and _accepts_set_to_none(type(inner).zero_grad):
+            inner.zero_grad(set_to_none=True)  # what AcceleratedOptimizer.zero_grad() passes
+        else:
+            optimizer.zero_grad()
 
     def autocast(self) -> AbstractContextManager[None]:
         return cast(AbstractContextManager[None], self.accelerator.autocast())

@@ -330,7 +330,7 @@ class TrainerHooks(Generic[BatchT]):
 
     def optimizer_step(self) -> None:
         assert self.optimizer is not None
-        self.optimizer.step()
+        self._accelerator.optimizer_step(self.optimizer)
 
     def optimizer_step_was_skipped(self) -> bool:
         """Whether the last optimizer step was skipped (``AMPMixin``: fp16 overflow)."""
@@ -343,7 +343,7 @@ class TrainerHooks(Generic[BatchT]):
 
     def optimizer_zero_grad(self) -> None:
         assert self.optimizer is not None
-        self.optimizer.zero_grad()
+        self._accelerator.zero_grad(self.optimizer)
 
     def iterate_eval_batches(self, dataloader: Iterable[BatchT]) -> Iterator[BatchT]:
         """The evaluation batches of this process (``DistributedEvalMixin`` keeps processes in step)."""
