@@ -3,7 +3,7 @@
 Importing pta has no side effects: no seeding, no logging configuration.
 """
 
-from pta._accelerate import LaunchError, reset_accelerate_state, set_seed
+from pta._accelerate import LaunchError, notebook_launcher, reset_accelerate_state, set_seed
 from pta._types import AcceleratorKwargs, BatchOutput, MixedPrecision
 from pta._validation import ConfigurationError
 from pta.base import HookChainError, TrainerBase
@@ -48,6 +48,7 @@ __all__ = [
     "TrainerPlaceholderValues",
     "TrainerRunConfig",
     "__version__",
+    "notebook_launcher",
     "reset_accelerate_state",
     "set_seed",
 ]

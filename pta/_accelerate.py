@@ -183,7 +183,13 @@ class AcceleratorAdapter:
 
     def optimizer_step(self, optimizer: Optimizer) -> None:
         inner = self._direct_optimizer(optimizer)
-        (inner or optimizer).step()
+        if inner is None:
+            optimizer.step()
+            return
+        inner.step()
+        # What an LR scheduler's wrapper around ``optimizer.step`` records, so it does not warn
+        # that it stepped before the optimizer.
+        optimizer._opt_called = True  # type: ignore[attr-defined]  # torch.optim.lr_scheduler's marker
 
     def zero_grad(self, optimizer: Optimizer) -> None:
         inner = self._direct_optimizer(optimizer)
@@ -283,3 +289,11 @@ def skip_first_batches(dataloader: DataLoader[Any], num_batches: int) -> DataLoa
     from accelerate.data_loader import skip_first_batches as _skip
 
     return cast("DataLoader[Any]", _skip(dataloader, num_batches))
+
+
+def notebook_launcher(function: Callable[..., Any], args: tuple[Any, ...] = (), num_processes: int | None = None,
+                      **kwargs: Any) -> None:
+    """Accelerate's ``notebook_launcher``: run ``function(*args)`` in ``num_processes`` processes."""
+    from accelerate import notebook_launcher as _launch  # type: ignore[attr-defined]  # untyped package
+
+    _launch(function, args, num_processes=num_processes, **kwargs)

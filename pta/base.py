@@ -88,11 +88,7 @@ class TrainerBase(TrainerHooks[BatchT]):
             gradient_clip_value, gradient_clip_norm,
         )
         self._call_chain("configure_run", self.configure_run)
-        if resume_dir is not None:
-            self.load_training_state(resume_dir)
-            self.print(f"Resuming from {resume_dir} (epoch {self.run_history.current_epoch}, "
-                       f"{self._batches_done} batches into it, {self._num_updates} updates done)")
-        self._run_training()
+        self._run_training(resume_dir)
 
     def evaluate(
         self,
@@ -120,6 +116,45 @@ class TrainerBase(TrainerHooks[BatchT]):
             self._on_stop(error)
         self._call_chain("evaluation_run_end", self.evaluation_run_end)
         self.callback_handler.call_event("on_evaluation_run_end", self)
+
+    def predict(
+        self,
+        dataset: Any,
+        per_device_batch_size: int = 8,
+        dataloader_kwargs: dict[str, Any] | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> torch.Tensor:
+        """The model's outputs for every sample of ``dataset``, in dataset order, on the CPU.
+
+        Every process returns the same tensor; in distributed runs each sample appears exactly once
+        (no padding duplicates). Override ``predict_step`` to change what a batch yields. No callback
+        events are fired and the run history is left alone.
+        """
+        check.check_dataset("dataset", dataset)
+        check.check_positive_int("per_device_batch_size", per_device_batch_size)
+        self.eval_dataset, self.collate_fn = dataset, collate_fn
+        self._start_run()
+        self._train_dataloader = None
+        self._eval_dataloader = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
+        self._call_chain("prepare_components", self.prepare_components)
+        self._run_config = self._create_run_config(per_device_batch_size, 1, 1, None, None, None)
+        self._call_chain("configure_run", self.configure_run)
+        self.model.eval()
+        outputs = []
+        with torch.no_grad():
+            for batch in self.iterate_eval_batches(self._eval_dataloader):
+                with self.forward_context():
+                    prediction = self.predict_step(batch)
+                outputs.append(self.gather(prediction).cpu())
+        self.model = self.get_model()
+        return torch.cat(outputs)
+
+    def predict_step(self, batch: BatchT) -> torch.Tensor:
+        """The model's output for one batch (rows along dim 0); the default feeds ``batch[0]`` (or the
+        whole batch when it is not a list or tuple) to the model."""
+        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        output: torch.Tensor = self.model(inputs)
+        return output
 
     def run_intermediate_evaluation(self) -> None:
         """Evaluate in the middle of a training epoch (records ``intermediate_eval_loss``), outside the
@@ -157,9 +192,13 @@ class TrainerBase(TrainerHooks[BatchT]):
             mixed_precision=acc.mixed_precision, num_processes=acc.num_processes,
         )
 
-    def _run_training(self) -> None:
+    def _run_training(self, resume_dir: Path | None) -> None:
         with catch_interrupts(self.interrupt_state_dir is not None) as self._interrupt:
             self._call_chain("training_run_start", self.training_run_start)
+            if resume_dir is not None:  # after training_run_start, which creates the mixins' per-run state
+                self.load_training_state(resume_dir)
+                self.print(f"Resuming from {resume_dir} (epoch {self.run_history.current_epoch}, "
+                           f"{self._batches_done} batches into it, {self._num_updates} updates done)")
             self.callback_handler.call_event("on_training_run_start", self)
             while self.run_history.current_epoch <= self.run_config.num_epochs:
                 try:

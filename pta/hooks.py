@@ -28,7 +28,7 @@ from pta.checkpoint import (
     require_keys,
 )
 from pta.interrupt import InterruptFlag
-from pta.protocols import SchedulerFactory, SchedulerLike
+from pta.protocols import SchedulerFactory, SchedulerLike, TrainerLike
 from pta.run_config import TrainerRunConfig
 from pta.tracking import InMemoryRunHistory, RunHistory
 from pta.utils import worker_init_fn
@@ -99,7 +99,7 @@ class TrainerHooks(Generic[BatchT]):
         self._resume: dict[str, Any] | None = None
         self._reached: set[str] = set()
         self._accelerator = self._create_accelerator()
-        self.callback_handler.call_event("on_init_end", self)
+        self.callback_handler.call_event("on_init_end", cast(TrainerLike, self))  # every instance is a TrainerBase
 
     # ------------------------------------------------------------------ composition checks
     def _check_composition(self) -> None:
@@ -169,6 +169,11 @@ class TrainerHooks(Generic[BatchT]):
     @property
     def eval_dataloader(self) -> DataLoader[Any] | None:
         return self._eval_dataloader
+
+    @property
+    def num_updates(self) -> int:
+        """Optimizer updates done in the current training run (continued across a resume)."""
+        return self._num_updates
 
     @property
     def eval_step_is_padding(self) -> bool:
