@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from enum import IntEnum
 from typing import Any
 
@@ -18,8 +18,10 @@ class TrainerPlaceholderValues(IntEnum):
         partial(OneCycleLR, max_lr=0.1, epochs=TrainerPlaceholderValues.NUM_EPOCHS,
                 steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH)
 
-    They are ints (so factories type-check) and support ``* int`` and ``+ int``. Update counts are the
-    optimizer updates each process performs per epoch: exactly the ``scheduler.step()`` calls it sees.
+    They are ints (so factories type-check) and combine with ints and each other by ``*`` and ``+``.
+    Update counts are the optimizer updates each process performs: exactly the ``scheduler.step()``
+    calls it sees. ``TOTAL_NUM_UPDATE_STEPS`` (pta only) is the run's total, ``max_num_train_steps``
+    included, so a schedule sized with it ends exactly at the last update.
     """
 
     NUM_EPOCHS = -1_000_001
@@ -27,6 +29,7 @@ class TrainerPlaceholderValues(IntEnum):
     PER_PROCESS_NUM_UPDATE_STEPS_PER_EPOCH = -1_000_003
     TRAIN_DATALOADER_LEN = -1_000_004
     EVAL_DATALOADER_LEN = -1_000_005
+    TOTAL_NUM_UPDATE_STEPS = -1_000_006
 
     def resolve(self, trainer: TrainerLike) -> int:
         config = trainer.run_config
@@ -35,6 +38,9 @@ class TrainerPlaceholderValues(IntEnum):
             return config.num_local_update_steps_per_epoch
         if self is TrainerPlaceholderValues.NUM_EPOCHS:
             return config.num_epochs
+        if self is TrainerPlaceholderValues.TOTAL_NUM_UPDATE_STEPS:
+            total = config.num_epochs * config.num_local_update_steps_per_epoch
+            return min(total, config.max_num_train_steps) if config.max_num_train_steps else total
         loader = trainer.train_dataloader if self is TrainerPlaceholderValues.TRAIN_DATALOADER_LEN else trainer.eval_dataloader
         if not isinstance(loader, Sized):
             raise ValueError(f"{self.name} needs a dataloader with a length")
@@ -42,47 +48,55 @@ class TrainerPlaceholderValues(IntEnum):
 
     @override
     def __mul__(self, other: int) -> int:
-        return PlaceholderExpression(self, int(other), 0)
+        return PlaceholderExpression(self.resolve) * other
 
     __rmul__ = __mul__
 
     @override
     def __add__(self, other: int) -> int:
-        return PlaceholderExpression(self, 1, int(other))
+        return PlaceholderExpression(self.resolve) + other
 
     __radd__ = __add__
 
 
+Resolver = Callable[[TrainerLike], int]
+
+
+def _resolver(value: int) -> Resolver:
+    if isinstance(value, (TrainerPlaceholderValues, PlaceholderExpression)):
+        return value.resolve
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"placeholders combine only with ints and other placeholders, got {value!r}")
+    return lambda trainer: value
+
+
 class PlaceholderExpression(int):
-    """``placeholder * factor + offset``; an ``int`` so that it type-checks where the value goes."""
+    """Sums and products of placeholders and ints; an ``int`` so that it type-checks where it goes."""
 
-    placeholder: TrainerPlaceholderValues
-    factor: int
-    offset: int
+    resolve: Resolver
 
-    def __new__(cls, placeholder: TrainerPlaceholderValues, factor: int, offset: int) -> PlaceholderExpression:
-        self = super().__new__(cls, int(placeholder))
-        self.placeholder, self.factor, self.offset = placeholder, factor, offset
+    def __new__(cls, resolve: Resolver) -> PlaceholderExpression:
+        self = super().__new__(cls, -1_000_000)
+        self.resolve = resolve
         return self
 
     @override
     def __mul__(self, other: int) -> int:
-        return PlaceholderExpression(self.placeholder, self.factor * int(other), self.offset * int(other))
+        left, right = self.resolve, _resolver(other)
+        return PlaceholderExpression(lambda trainer: left(trainer) * right(trainer))
 
     __rmul__ = __mul__
 
     @override
     def __add__(self, other: int) -> int:
-        return PlaceholderExpression(self.placeholder, self.factor, self.offset + int(other))
+        left, right = self.resolve, _resolver(other)
+        return PlaceholderExpression(lambda trainer: left(trainer) + right(trainer))
 
     __radd__ = __add__
 
     @override
     def __repr__(self) -> str:
-        return f"({self.placeholder.name} * {self.factor} + {self.offset})"
-
-    def resolve(self, trainer: TrainerLike) -> int:
-        return self.placeholder.resolve(trainer) * self.factor + self.offset
+        return "<placeholder expression>"
 
 
 def _resolve(value: Any, trainer: TrainerLike) -> Any:

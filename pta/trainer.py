@@ -52,10 +52,13 @@ class DefaultTrainer(
 
 Trainer = DefaultTrainer
 
+from pta.timm_trainer import TrainerWithTimmScheduler  # noqa: E402  (it subclasses DefaultTrainer)
+
 __all__ = [
     "DEFAULT_CALLBACKS",
     "DefaultTrainer",
     "Trainer",
     "TrainerPlaceholderValues",
+    "TrainerWithTimmScheduler",
     "replace_trainer_placeholder_values",
 ]

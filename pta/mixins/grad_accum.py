@@ -63,14 +63,16 @@ class GradAccumMixin(TrainerBase[BatchT]):
         if self._window_weight == 0.0:
             # Scale as if all k micro-batches weighed like the first; before_optimizer_step corrects
             # the gradients when the window's real total differs (a shorter last window or batch).
-            self._window_divisor = k * weight
+            # A micro-batch without items (all padding) adds nothing; any positive divisor will do.
+            self._window_divisor = k * weight if weight > 0 else float(k)
         self._window_weight += weight
         return loss * (weight / self._window_divisor)
 
     @override
     def before_optimizer_step(self) -> None:
         if self.run_config.gradient_accumulation_steps > 1:
-            factor = self._window_divisor / self._window_weight
+            # A window without any item has only zero gradients: leave them as they are.
+            factor = self._window_divisor / self._window_weight if self._window_weight > 0 else 1.0
             self._window_weight = 0.0
             if factor != 1.0:
                 grads = [p.grad for p in self.model.parameters() if p.grad is not None]
