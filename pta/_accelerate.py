@@ -9,15 +9,16 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import torch
 from accelerate.accelerator import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState, GradientState, PartialState
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, filter_trackers, get_available_trackers
 from accelerate.utils.dataclasses import DataLoaderConfiguration, DistributedType
 from accelerate.utils.random import set_seed as _accelerate_set_seed
 from torch import nn
@@ -267,21 +268,24 @@ def reset_accelerate_state() -> None:
     PartialState._reset_state()
 
 
+def _partial_state() -> Any:
+    """Accelerate's process state, set up as a trainer would set it up (gloo on CPU-only machines)."""
+    return PartialState(cpu=True) if _launched_world_size() > 1 and not _has_accelerator_device() else PartialState()
+
+
 def process_index() -> int:
     """This process's rank across all machines (0 when not distributed)."""
-    state: Any = PartialState()
-    return int(state.process_index)
+    return int(_partial_state().process_index)
 
 
 def local_process_index() -> int:
     """This process's rank on its machine (0 when not distributed)."""
-    state: Any = PartialState()
-    return int(state.local_process_index)
+    return int(_partial_state().local_process_index)
 
 
 def wait_for_everyone() -> None:
     """Block until every process reaches this point (a no-op in a single process)."""
-    PartialState().wait_for_everyone()
+    _partial_state().wait_for_everyone()
 
 
 def skip_first_batches(dataloader: DataLoader[Any], num_batches: int) -> DataLoader[Any]:
@@ -297,3 +301,109 @@ def notebook_launcher(function: Callable[..., Any], args: tuple[Any, ...] = (), 
     from accelerate import notebook_launcher as _launch  # type: ignore[attr-defined]  # untyped package
 
     _launch(function, args, num_processes=num_processes, **kwargs)
+
+
+# ---------------------------------------------------------------------- experiment trackers
+TRACKER_PACKAGES: dict[str, str] = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "comet_ml": "comet-ml",
+    "aim": "aim",
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "trackio": "trackio",
+}
+"""Accelerate's tracker names and the package each one needs (``pip install <package>``)."""
+
+TrackerConfigValue = bool | int | float | str
+"""What a run's configuration (hyperparameters) may hold: trackers store these as-is."""
+
+
+class ExperimentTracker(Protocol):
+    """An instance of an ``accelerate.tracking.GeneralTracker`` subclass (a custom tracker)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None: ...
+
+
+TrackerSpec = str | ExperimentTracker
+"""A tracker by Accelerate's name (``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ..., ``"all"``) or a custom instance."""
+
+
+class TrackerGroup:
+    """Accelerate experiment trackers started for one run (create them with ``start_trackers``)."""
+
+    def __init__(self, trackers: list[Any]) -> None:
+        self._trackers = trackers
+
+    @property
+    def names(self) -> list[str]:
+        return [str(tracker.name) for tracker in self._trackers]
+
+    def log(self, values: Mapping[str, float | int | str], step: int | None = None) -> None:
+        """Log ``values`` to every tracker at ``step``."""
+        for tracker in self._trackers:
+            tracker.log(dict(values), step=step)
+
+    def get(self, name: str, unwrap: bool = False) -> Any:
+        """The tracker called ``name`` (``unwrap=True``: the library's own object, e.g. a ``SummaryWriter``)."""
+        for tracker in self._trackers:
+            if tracker.name == name:
+                return tracker.tracker if unwrap else tracker
+        raise KeyError(f"no tracker named {name!r}; started: {self.names}")
+
+    def finish(self) -> None:
+        """Flush and close every tracker (once; later calls do nothing)."""
+        trackers, self._trackers = self._trackers, []
+        for tracker in trackers:
+            tracker.finish()
+
+
+def start_trackers(
+    log_with: TrackerSpec | Sequence[TrackerSpec],
+    project_name: str,
+    logging_dir: str | Path | None = None,
+    config: Mapping[str, TrackerConfigValue] | None = None,
+    init_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> TrackerGroup:
+    """Create and start Accelerate's trackers the way ``Accelerator.init_trackers`` does, without an
+    ``Accelerator``; call it on the main process only.
+
+    A tracker named explicitly whose package is missing raises ``ImportError`` naming the package
+    (Accelerate itself would drop it silently); ``"all"`` starts every tracker that is installed.
+    """
+    specs: list[Any] = [log_with] if isinstance(log_with, str) or not isinstance(log_with, Sequence) else list(log_with)
+    available = {str(logger_type) for logger_type in get_available_trackers()}
+    for spec in specs:
+        if isinstance(spec, GeneralTracker) or spec == "all":
+            continue
+        if not isinstance(spec, str):
+            raise TypeError(f"trackers are names or accelerate.tracking.GeneralTracker instances, got {spec!r}")
+        if spec not in LOGGER_TYPE_TO_CLASS:
+            raise ValueError(f"unknown tracker {spec!r}; Accelerate knows {sorted(LOGGER_TYPE_TO_CLASS)} and 'all'")
+        if spec in TRACKER_PACKAGES and spec not in available:
+            package = TRACKER_PACKAGES[spec]
+            raise ImportError(f"the {spec!r} tracker needs the package {package!r}: pip install {package}")
+    directory = str(logging_dir) if logging_dir is not None else None
+    kwargs = init_kwargs or {}
+    trackers: list[Any] = []
+    for spec in filter_trackers(specs, directory):
+        if isinstance(spec, GeneralTracker):
+            trackers.append(spec)
+            continue
+        tracker_class: Any = LOGGER_TYPE_TO_CLASS[str(spec)]
+        options = dict(kwargs.get(str(spec), {}))
+        if tracker_class.requires_logging_directory:
+            trackers.append(tracker_class(project_name, directory, **options))
+        else:
+            trackers.append(tracker_class(project_name, **options))
+    for tracker in trackers:
+        tracker.start()
+    if config is not None:
+        for tracker in trackers:
+            tracker.store_init_configuration(dict(config))
+    return TrackerGroup(trackers)

@@ -29,7 +29,7 @@ class RunHistory(ABC):
 
     @abstractmethod
     def set_metric_name_prefix(self, prefix: str = "") -> None:
-        """Prepend ``prefix`` to every metric name read or written from now on."""
+        """Prepend ``prefix`` to every metric name written from now on; reads try the prefixed name first."""
 
     @property
     @abstractmethod
@@ -59,7 +59,10 @@ class RunHistory(ABC):
 class InMemoryRunHistory(RunHistory):
     """A :class:`RunHistory` kept in memory.
 
-    Reading never creates a metric, and the name prefix applies to reads and writes alike.
+    Reading never creates a metric. The name prefix is prepended to every name written. A read looks
+    up the prefixed name first and, if that was never recorded, the name as given, so writing and
+    reading back one name under one prefix agree, and the full names from :meth:`get_metric_names`
+    can always be read back (as in pytorch-accelerated).
     """
 
     def __init__(self) -> None:
@@ -68,9 +71,13 @@ class InMemoryRunHistory(RunHistory):
         self._prefix = ""
 
     def _key(self, metric_name: str) -> str:
-        if self._prefix and metric_name.startswith(self._prefix):
-            return metric_name
+        """The name a value is written under: always prefixed (a name that already starts with the prefix
+        is prefixed again, so it never lands in the unprefixed metric of the same name)."""
         return f"{self._prefix}{metric_name}"
+
+    def _read_key(self, metric_name: str) -> str:
+        key = self._key(metric_name)
+        return key if key in self._metrics or metric_name not in self._metrics else metric_name
 
     @override
     def get_metric_names(self) -> set[str]:
@@ -78,13 +85,14 @@ class InMemoryRunHistory(RunHistory):
 
     @override
     def get_metric_values(self, metric_name: str) -> list[Any]:
-        return list(self._metrics.get(self._key(metric_name), []))
+        return list(self._metrics.get(self._read_key(metric_name), []))
 
     @override
     def get_latest_metric(self, metric_name: str) -> Any:
-        values = self._metrics.get(self._key(metric_name))
+        key = self._read_key(metric_name)
+        values = self._metrics.get(key)
         if not values:
-            raise ValueError(f"No values have been recorded for the metric {self._key(metric_name)!r}")
+            raise ValueError(f"No values have been recorded for the metric {key!r}")
         return values[-1]
 
     @override
@@ -102,7 +110,7 @@ class InMemoryRunHistory(RunHistory):
 
     @override
     def delete_metric(self, metric_name: str) -> None:
-        self._metrics.pop(self._key(metric_name), None)
+        self._metrics.pop(self._read_key(metric_name), None)
 
     @property
     @override
