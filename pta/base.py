@@ -62,11 +62,13 @@ class TrainerBase(TrainerHooks[BatchT]):
         *,
         gradient_clip_norm: float | None = None,
     ) -> None:
-        """Train for ``num_epochs`` epochs in total (or exactly ``max_num_train_steps`` optimizer updates,
-        which then wins), evaluating on ``eval_dataset`` after every epoch.
+        """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
+        then wins), evaluating on ``eval_dataset`` after every epoch. With ``reset_run_history=False``
+        they come after the epochs already in the run history, as in pytorch-accelerated.
 
         ``resume_from`` continues a run from a directory written by ``save_training_state`` (or
-        ``"<dir>/latest"`` for the newest complete state in ``<dir>``): only the remaining work is done.
+        ``"<dir>/latest"`` for the newest complete state in ``<dir>``) with the same arguments: only the
+        work the interrupted call had left is done.
         """
         check.check_train_arguments(self, locals())
         resume_dir = resolve_state_dir(resume_from) if resume_from is not None else None
@@ -77,6 +79,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         if reset_run_history and resume_dir is None:
             self.run_history.reset()
         self._start_run()
+        self._first_epoch = self.run_history.current_epoch  # num_epochs counts from here (pa: num_epochs more)
         self._train_dataloader = self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs)
         self._eval_dataloader = (
             self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs)
@@ -200,7 +203,7 @@ class TrainerBase(TrainerHooks[BatchT]):
                 self.print(f"Resuming from {resume_dir} (epoch {self.run_history.current_epoch}, "
                            f"{self._batches_done} batches into it, {self._num_updates} updates done)")
             self.callback_handler.call_event("on_training_run_start", self)
-            while self.run_history.current_epoch <= self.run_config.num_epochs:
+            while self.run_history.current_epoch < self._first_epoch + self.run_config.num_epochs:
                 try:
                     reached_max = self._run_epoch()
                 except StopTrainingError as error:
@@ -383,7 +386,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         self._mark("training_state_dict")
         history_state = getattr(self.run_history, "state_dict", None)
         return {
-            "epoch": self.run_history.current_epoch, "phase": self._epoch_phase,
+            "epoch": self.run_history.current_epoch, "first_epoch": self._first_epoch, "phase": self._epoch_phase,
             "batches_done": self._batches_done, "num_updates": self._num_updates,
             "train_loss": (self._train_loss.total, self._train_loss.count), "epoch_rng": self._epoch_rng,
             "run_history": history_state() if callable(history_state) else None,
@@ -396,5 +399,6 @@ class TrainerBase(TrainerHooks[BatchT]):
         if callable(load_history) and state["run_history"] is not None:
             load_history(state["run_history"])
         self.run_history._set_epoch(state["epoch"])
+        self._first_epoch = int(state["first_epoch"])
         self._epoch_phase, self._batches_done, self._num_updates = state["phase"], state["batches_done"], state["num_updates"]
         self._train_loss.total, self._train_loss.count = state["train_loss"]

@@ -93,6 +93,7 @@ class TrainerHooks(Generic[BatchT]):
         self._eval_step_is_padding = False
         self.interrupt_state_dir = interrupt_state_dir
         self._interrupt = InterruptFlag()
+        self._first_epoch = 1  # the run history's epoch at which the current train() started
         self._epoch_phase = "train"  # "train", "eval" (training part done) or "done" (whole epoch done)
         self._batches_done = 0
         self._epoch_rng: dict[str, Any] | None = None
@@ -214,7 +215,8 @@ class TrainerHooks(Generic[BatchT]):
                 "num_workers": 0, "worker_init_fn": worker_init_fn}
 
     def get_default_eval_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
-        return {**self.get_default_train_dl_kwargs(batch_size), "shuffle": False}
+        return {"shuffle": False, "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
+                "num_workers": 0, "worker_init_fn": worker_init_fn}
 
     def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader[Any]:
         self._train_dl_kwargs = _merge_dl_kwargs(self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs)

@@ -58,6 +58,20 @@ class TrainerPlaceholderValues(IntEnum):
 
     __radd__ = __add__
 
+    @override
+    def __sub__(self, other: int) -> int:
+        return self + (-1) * other
+
+    @override
+    def __rsub__(self, other: int) -> int:
+        return self * -1 + other
+
+    def _refuse(self, *args: object) -> int:
+        raise TypeError("placeholders support only +, - and * with ints and other placeholders")
+
+    __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = __mod__ = __rmod__ = _refuse
+    __pow__ = __rpow__ = __neg__ = _refuse  # type: ignore[assignment]  # int.__pow__ is overloaded; refused here
+
 
 Resolver = Callable[[TrainerLike], int]
 
@@ -93,6 +107,20 @@ class PlaceholderExpression(int):
         return PlaceholderExpression(lambda trainer: left(trainer) + right(trainer))
 
     __radd__ = __add__
+
+    @override
+    def __sub__(self, other: int) -> int:
+        return self + (-1) * other
+
+    @override
+    def __rsub__(self, other: int) -> int:
+        return self * -1 + other
+
+    def _refuse(self, *args: object) -> int:
+        raise TypeError("placeholders support only +, - and * with ints and other placeholders")
+
+    __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = __mod__ = __rmod__ = _refuse
+    __pow__ = __rpow__ = __neg__ = _refuse  # type: ignore[assignment]  # int.__pow__ is overloaded; refused here
 
     @override
     def __repr__(self) -> str:

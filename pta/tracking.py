@@ -138,3 +138,30 @@ class InMemoryRunHistory(RunHistory):
         self._current_epoch = int(state["current_epoch"])
         self._metrics = {str(k): list(v) for k, v in state["metrics"].items()}
 
+
+
+class LossTracker:
+    """A running, batch-size-weighted mean of Python floats (pytorch-accelerated's helper).
+
+    The trainer itself keeps its loss sums on the device (``pta._meter.LossMeter``) to avoid a host
+    sync per step; this class remains for code that used it directly.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_value = 0.0
+        self.total_loss = 0.0
+        self.running_count = 0
+        self._average = 0.0
+
+    def update(self, loss_batch_value: float, batch_size: int = 1) -> None:
+        self.loss_value = loss_batch_value
+        self.total_loss += loss_batch_value * batch_size
+        self.running_count += batch_size
+        self._average = self.total_loss / self.running_count
+
+    @property
+    def average(self) -> float:
+        return self._average

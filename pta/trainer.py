@@ -44,7 +44,7 @@ class DefaultTrainer(
     """Every pta behaviour: the drop-in replacement for pytorch-accelerated's ``Trainer``.
 
     MRO: DefaultTrainer, DevicePlacementMixin, AMPMixin, GradAccumMixin, DistributedEvalMixin,
-    SchedulerMixin, TrainerBase, Generic, object.
+    SchedulerMixin, TrainerBase, TrainerHooks, Generic, object.
     """
 
     default_callbacks = DEFAULT_CALLBACKS

@@ -26,10 +26,16 @@ EventName = Literal[
     "on_stop_training_error",
 ]
 EVENTS: tuple[EventName, ...] = get_args(EventName)
+_RUN_END_EVENTS: frozenset[str] = frozenset({"on_training_run_end", "on_evaluation_run_end"})
 
 
 class StopTrainingError(Exception):
     """Raise from a callback or hook to end the run after the current step; the run ends normally."""
+
+
+class CallbackMethodNotImplementedError(Exception):
+    """Kept for pytorch-accelerated compatibility; pta's dispatcher never raises it (it skips callbacks
+    that do not override an event)."""
 
 
 class TrainerCallback:
@@ -143,6 +149,23 @@ class CallbackHandler:
         return bool(self._dispatch[event])
 
     def call_event(self, event: EventName, trainer: TrainerLike, /, **kwargs: Any) -> None:
-        """Call ``event`` on every callback that overrides it, in order; exceptions propagate."""
+        """Call ``event`` on every callback that overrides it, in order; exceptions propagate.
+
+        At the end of a run every callback is called even when an earlier one raised (so that
+        loggers and trackers close); the first exception is then re-raised, later ones noted on it.
+        """
+        if event not in _RUN_END_EVENTS:
+            for method in self._dispatch[event]:
+                method(trainer, **kwargs)
+            return
+        first: Exception | None = None
         for method in self._dispatch[event]:
-            method(trainer, **kwargs)
+            try:
+                method(trainer, **kwargs)
+            except Exception as error:
+                if first is None:
+                    first = error
+                else:
+                    first.add_note(f"{event} of {method.__qualname__} also raised {error!r}")
+        if first is not None:
+            raise first

@@ -80,10 +80,11 @@ class DistributedEvalMixin(TrainerBase[BatchT]):
 
     @override
     def reduce_epoch_loss(self, meter: LossMeter) -> float:
-        if self._accelerator.num_processes == 1:
-            return super().reduce_epoch_loss(meter)
-        total = meter.total if meter.total is not None else torch.zeros((), device=self.device)
-        stats = torch.stack([total.to(self.device, torch.float64), torch.tensor(float(meter.count), device=self.device, dtype=torch.float64)])
-        summed = self._accelerator.reduce_sum(stats)
-        loss_sum, count = summed.tolist()
-        return loss_sum / count if count else float("nan")
+        if self._accelerator.num_processes > 1:
+            total = meter.total if meter.total is not None else torch.zeros((), device=self.device)
+            stats = torch.stack([total.to(self.device, torch.float64),
+                                 torch.tensor(float(meter.count), device=self.device, dtype=torch.float64)])
+            total_sum, count = self._accelerator.reduce_sum(stats).unbind()
+            meter = LossMeter()
+            meter.total, meter.count = total_sum, int(count.item())
+        return super().reduce_epoch_loss(meter)

@@ -39,8 +39,9 @@ class GradAccumMixin(TrainerBase[BatchT]):
 
     @override
     def is_update_step(self, step: int, num_batches: int | None) -> bool:
+        base = super().is_update_step(step, num_batches)
         k = self.run_config.gradient_accumulation_steps
-        return (step + 1) % k == 0 or (num_batches is not None and step + 1 == num_batches)
+        return base and ((step + 1) % k == 0 or (num_batches is not None and step + 1 == num_batches))
 
     @override
     def train_step_context(self, is_update_step: bool) -> AbstractContextManager[None]:
