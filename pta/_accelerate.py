@@ -331,7 +331,7 @@ class ExperimentTracker(Protocol):
 
 
 TrackerSpec = str | ExperimentTracker
-"""A tracker by Accelerate's name (``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ..., ``"all"``) or a custom instance."""
+"""A tracker by Accelerate's name (``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ..., ``"all"``) or an instance."""
 
 
 class TrackerGroup:

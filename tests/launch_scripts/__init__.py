@@ -1,0 +1,1 @@
+"""Scripts that tests/test_launchers.py starts under real launchers."""
