@@ -6,6 +6,7 @@ It also guards against launches that Accelerate gets silently wrong on machines 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
 import os
@@ -78,6 +79,19 @@ def _check_world_size(num_processes: int) -> None:
 
 
 @functools.cache
+def _destroy_process_group_at_exit() -> None:
+    """Register (once) a teardown of the default process group before interpreter finalisation:
+    gloo can abort ("terminate called without an active exception") when its threads die during
+    shutdown of a user's script."""
+
+    def destroy() -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            _partial_state().destroy_process_group()
+
+    atexit.register(destroy)
+
+
+@functools.cache
 def _accepts_set_to_none(zero_grad: Callable[..., None]) -> bool:
     return "set_to_none" in inspect.signature(zero_grad).parameters
 
@@ -90,6 +104,8 @@ class AcceleratorAdapter:
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
         self._direct_backward = False
         _check_world_size(self.num_processes)
+        if self.num_processes > 1:
+            _destroy_process_group_at_exit()
 
     # ------------------------------------------------------------------ process facts
     @property

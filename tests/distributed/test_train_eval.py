@@ -80,7 +80,7 @@ def test_ddp_update_equals_single_process_update_on_the_combined_batch(results: 
     for _ in range(worker.EPOCHS):
         for start in range(0, len(x), combined):
             loss = nn.functional.mse_loss(model(x[start:start + combined]), y[start:start + combined])
-            loss.backward()
+            torch.autograd.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
     expected = {k: v.detach() for k, v in model.state_dict().items()}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import InitProcessGroupKwargs
+from accelerate.utils.dataclasses import InitProcessGroupKwargs
 
 from pta import AcceleratorKwargs
 
