@@ -1,0 +1,83 @@
+"""pta calls through Accelerate's optimizer/backward wrappers only where they would only call through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from typing_extensions import override
+
+from pta import DefaultTrainer
+from pta._accelerate import AcceleratorAdapter
+
+from ._helpers import linear_model, params_of, regression_data
+
+
+def _prepared(**options: Any) -> tuple[AcceleratorAdapter, torch.optim.Optimizer]:
+    adapter = AcceleratorAdapter(options)  # type: ignore[arg-type]  # test options
+    model = linear_model()
+    _, optimizer, _, _ = adapter.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
+    assert optimizer is not None
+    return adapter, optimizer
+
+
+def test_plain_fp32_single_process_calls_through() -> None:
+    adapter, optimizer = _prepared()
+    assert adapter._direct_backward
+    assert adapter._direct_optimizer(optimizer) is optimizer.optimizer  # type: ignore[attr-defined]  # AcceleratedOptimizer
+
+
+def test_no_shortcut_with_a_loss_scaler() -> None:
+    adapter = AcceleratorAdapter({})
+    adapter.accelerator.scaler = torch.amp.GradScaler("cpu")
+    model = linear_model()
+    _, optimizer, _, _ = adapter.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
+    assert optimizer is not None
+    assert not adapter._direct_backward and adapter._direct_optimizer(optimizer) is None
+
+
+def test_no_shortcut_while_accelerate_accumulates() -> None:
+    adapter, optimizer = _prepared()
+    adapter.accelerator.gradient_state._set_sync_gradients(False)
+    try:
+        assert adapter._direct_optimizer(optimizer) is None
+    finally:
+        adapter.accelerator.gradient_state._set_sync_gradients(True)
+
+
+def test_no_shortcut_for_an_unwrapped_optimizer() -> None:
+    adapter = AcceleratorAdapter({})
+    adapter._direct_backward = True
+    assert adapter._direct_optimizer(torch.optim.SGD(linear_model().parameters(), lr=0.1)) is None
+
+
+class Wrapped(DefaultTrainer):
+    """Forces every call through Accelerate's wrappers."""
+
+    @override
+    def _create_accelerator(self) -> AcceleratorAdapter:
+        adapter = super()._create_accelerator()
+        original = adapter.prepare
+
+        def prepare(*args: Any) -> Any:
+            result = original(*args)
+            adapter._direct_backward = False
+            return result
+
+        adapter.prepare = prepare  # type: ignore[method-assign, assignment]  # test instrumentation
+        return adapter
+
+
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_shortcut_and_wrappers_give_identical_weights(accumulation: int) -> None:
+    def run(trainer_class: type[DefaultTrainer]) -> list[torch.Tensor]:
+        model = linear_model()
+        trainer = trainer_class(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=0.01), callbacks=())
+        trainer.train(regression_data(n=40), 2, per_device_batch_size=4, gradient_accumulation_steps=accumulation,
+                      gradient_clip_norm=1.0)
+        return params_of(trainer.get_model())
+
+    for fast, wrapped in zip(run(DefaultTrainer), run(Wrapped), strict=True):
+        assert torch.equal(fast, wrapped)
