@@ -19,7 +19,7 @@ class NonFiniteLossError(FloatingPointError):
 class TerminateOnNaNCallback(TrainerCallback):
     """Stops the run when a loss is NaN or infinite, on all processes at the same step.
 
-    Each step only ORs a flag on the device; every ``check_every_n_steps`` training steps and at the
+    Each step only adds the loss to a running sum on the device; every ``check_every_n_steps`` training steps and at the
     end of every epoch the flag is combined across processes and read once. When it is set the run
     stops through ``StopTrainingError`` and, after the run has closed normally, ``NonFiniteLossError``
     is raised (unless ``raise_at_end=False``), so a script does not carry on with a broken model.
@@ -32,19 +32,23 @@ class TerminateOnNaNCallback(TrainerCallback):
         self.check_every_n_steps = check_every_n_steps
         self.raise_at_end = raise_at_end
         self.triggered = False
-        self._flag: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
         self._steps = 0
         self._message = ""
 
     def _observe(self, batch_output: BatchOutput) -> None:
+        # One device op per step: a NaN or inf in any loss makes the running sum non-finite.
         loss = batch_output["loss"].detach()
-        bad = torch.isfinite(loss).logical_not().any()
-        self._flag = bad if self._flag is None else self._flag.logical_or_(bad)
+        loss = loss if loss.ndim == 0 else loss.sum()
+        if self._sum is None:
+            self._sum = loss.to(torch.float32 if loss.device.type == "mps" else torch.float64, copy=True)
+        else:
+            self._sum.add_(loss)
         self._steps += 1
 
     def _check(self, trainer: TrainerLike, phase: str) -> None:
-        flag = self._flag if self._flag is not None else torch.zeros((), dtype=torch.bool, device=trainer.device)
-        self._flag = None
+        total, self._sum = self._sum, None
+        flag = torch.isfinite(total).logical_not() if total is not None else torch.zeros((), dtype=torch.bool, device=trainer.device)
         if bool(trainer.gather(flag.to(torch.int32).reshape(1)).any().item()):
             self.triggered = True
             self._message = (
@@ -59,7 +63,7 @@ class TerminateOnNaNCallback(TrainerCallback):
 
     @override
     def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
-        self._flag, self._steps = None, 0
+        self._sum, self._steps = None, 0
 
     @override
     def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
@@ -73,7 +77,7 @@ class TerminateOnNaNCallback(TrainerCallback):
 
     @override
     def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
-        self._flag, self._steps = None, 0
+        self._sum, self._steps = None, 0
 
     @override
     def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
