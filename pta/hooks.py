@@ -31,7 +31,7 @@ from pta.interrupt import InterruptFlag
 from pta.protocols import SchedulerFactory, SchedulerLike, TrainerLike
 from pta.run_config import TrainerRunConfig
 from pta.tracking import InMemoryRunHistory, RunHistory
-from pta.utils import worker_init_fn
+from pta.utils import limit_batches_from_env, worker_init_fn
 
 CallbackSpec = TrainerCallback | type[TrainerCallback]
 T = TypeVar("T")
@@ -72,7 +72,13 @@ class TrainerHooks(Generic[BatchT]):
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
-        self.callback_handler = CallbackHandler(self.default_callbacks if callbacks is None else callbacks)
+        specs = list(self.default_callbacks if callbacks is None else callbacks)
+        limit = limit_batches_from_env()
+        if limit is not None:  # PT_ACC_LIMIT_BATCHES / pta.utils.LimitBatches, as in pytorch-accelerated
+            from pta.callbacks.limits import LimitBatchesCallback
+
+            specs.insert(0, LimitBatchesCallback(limit))
+        self.callback_handler = CallbackHandler(specs)
         self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
         self.mixed_precision = mixed_precision
         self.seed = seed

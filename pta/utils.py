@@ -61,7 +61,7 @@ class LimitBatches:
 def limit_batches_from_env() -> int | None:
     """The batch limit set by :class:`LimitBatches` (or the shell), ``None`` when unset or empty."""
     value = os.environ.get(LIMIT_BATCHES_ENV_VAR, "").strip()
-    if not value:
+    if not value or value.lower() == "none":
         return None
     limit = int(value)
     if limit < 1:

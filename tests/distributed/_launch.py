@@ -52,6 +52,31 @@ def torchrun_command(script: Path, args: Sequence[str], nproc: int = 2) -> list[
             "--master_port", str(free_port()), str(script), *args]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    for victim in [pid, *_descendants(pid)]:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_command(
     command: Sequence[str],
     *,
@@ -67,8 +92,11 @@ def run_command(
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every worker it started
-        output, _ = proc.communicate()
+        _kill_tree(proc.pid)  # the launcher and every worker it started (torchrun gives them own sessions)
+        try:
+            output, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            output = "(output unavailable: an orphaned process still holds the pipe)"
         pytest.fail(f"timed out after {timeout:.0f} s (a hang?): {' '.join(command)}\n{_tail(output)}")
     result = subprocess.CompletedProcess(list(command), proc.returncode, output, "")
     if check and proc.returncode != 0:
