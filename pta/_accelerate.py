@@ -20,7 +20,7 @@ from accelerate.accelerator import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, filter_trackers, get_available_trackers
-from accelerate.utils.dataclasses import DataLoaderConfiguration, DistributedType
+from accelerate.utils.dataclasses import DistributedType
 from accelerate.utils.random import set_seed as _accelerate_set_seed
 from torch import nn
 from torch.optim import Optimizer
@@ -256,11 +256,6 @@ class AcceleratorAdapter:
 def set_seed(seed: int, device_specific: bool = False) -> None:
     """Seed Python, NumPy and torch (all devices); ``device_specific`` adds the process index."""
     _accelerate_set_seed(seed, device_specific=device_specific)
-
-
-def dataloader_config(even_batches: bool = True) -> Any:
-    """An ``accelerate.DataLoaderConfiguration``; ``even_batches`` is set here, not on ``Accelerator``."""
-    return DataLoaderConfiguration(even_batches=even_batches)
 
 
 def set_even_batches(dataloader: DataLoader[Any], even_batches: bool) -> None:

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch.utils.data import DataLoader
 
 from pta import _validation as check
 from pta._accelerate import set_seed, skip_first_batches
+from pta._data import length
 from pta._types import BatchT
 from pta.callbacks.base import StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
-from pta.hooks import HookChainError, TrainerHooks, _length
+from pta.hooks import HookChainError, TrainerHooks
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
@@ -101,20 +103,12 @@ class TrainerBase(TrainerHooks[BatchT]):
         collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         """One evaluation epoch over ``dataset``; records ``evaluation_loss`` (the run history is reset)."""
-        check.check_dataset("dataset", dataset)
-        check.check_positive_int("per_device_batch_size", per_device_batch_size)
-        self.eval_dataset, self.collate_fn = dataset, collate_fn
+        dataloader = self._start_eval_only_run(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.run_history.reset()
-        self._start_run()
-        self._train_dataloader = None
-        self._eval_dataloader = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
-        self._call_chain("prepare_components", self.prepare_components)
-        self._run_config = self._create_run_config(per_device_batch_size, 1, 1, None, None, None)
-        self._call_chain("configure_run", self.configure_run)
         self._call_chain("evaluation_run_start", self.evaluation_run_start)
         self.callback_handler.call_event("on_evaluation_run_start", self)
         try:
-            self._run_eval_epoch(self._eval_dataloader, metric_name="evaluation_loss")
+            self._run_eval_epoch(dataloader, metric_name="evaluation_loss")
         except StopTrainingError as error:
             self._on_stop(error)
         self._call_chain("evaluation_run_end", self.evaluation_run_end)
@@ -133,19 +127,11 @@ class TrainerBase(TrainerHooks[BatchT]):
         (no padding duplicates). Override ``predict_step`` to change what a batch yields. No callback
         events are fired and the run history is left alone.
         """
-        check.check_dataset("dataset", dataset)
-        check.check_positive_int("per_device_batch_size", per_device_batch_size)
-        self.eval_dataset, self.collate_fn = dataset, collate_fn
-        self._start_run()
-        self._train_dataloader = None
-        self._eval_dataloader = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
-        self._call_chain("prepare_components", self.prepare_components)
-        self._run_config = self._create_run_config(per_device_batch_size, 1, 1, None, None, None)
-        self._call_chain("configure_run", self.configure_run)
+        dataloader = self._start_eval_only_run(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.model.eval()
         outputs = []
         with torch.no_grad():
-            for batch in self.iterate_eval_batches(self._eval_dataloader):
+            for batch in self.iterate_eval_batches(dataloader):
                 with self.forward_context():
                     prediction = self.predict_step(batch)
                 outputs.append(self.gather(prediction).cpu())
@@ -168,6 +154,21 @@ class TrainerBase(TrainerHooks[BatchT]):
         self.model.train()
 
     # ------------------------------------------------------------------ the loop
+    def _start_eval_only_run(self, dataset: Any, batch_size: int, dataloader_kwargs: dict[str, Any] | None,
+                             collate_fn: Callable[[list[Any]], Any] | None) -> DataLoader[Any]:
+        """What ``evaluate`` and ``predict`` share: checks, then a prepared run; returns its dataloader."""
+        check.check_dataset("dataset", dataset)
+        check.check_positive_int("per_device_batch_size", batch_size)
+        self.eval_dataset, self.collate_fn = dataset, collate_fn
+        self._start_run()
+        self._train_dataloader = None
+        self._eval_dataloader = self.create_eval_dataloader(batch_size, dataloader_kwargs)
+        self._call_chain("prepare_components", self.prepare_components)
+        self._run_config = self._create_run_config(batch_size, 1, 1, None, None, None)
+        self._call_chain("configure_run", self.configure_run)
+        assert self._eval_dataloader is not None
+        return self._eval_dataloader
+
     def _start_run(self) -> None:
         self._accelerator = self._create_accelerator()
         if self.seed is not None:
@@ -179,7 +180,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         acc = self._accelerator
         train_bs = (self._train_dl_kwargs or {}).get("batch_size", batch_size)
         eval_bs = (self._eval_dl_kwargs or {}).get("batch_size", train_bs)
-        num_batches = _length(self._train_dataloader) if self._train_dataloader is not None else None
+        num_batches = length(self._train_dataloader) if self._train_dataloader is not None else None
         updates = -(-num_batches // accumulation) if num_batches else 0
         if max_steps is not None and updates:
             num_epochs = -(-max_steps // updates)
@@ -254,7 +255,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         if resume is None:
             self._train_loss.reset()
         handler.call_event("on_train_epoch_start", self)
-        num_batches = _length(dataloader)
+        num_batches = length(dataloader)
         reached_max = False
         for step, batch in self._train_batches(dataloader, resume):
             handler.call_event("on_train_step_start", self)

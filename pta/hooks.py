@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from pta import _validation as check
 from pta._accelerate import AcceleratorAdapter
+from pta._data import inputs_and_targets, merge_dl_kwargs
 from pta._meter import LossMeter, infer_batch_size
 from pta._types import AcceleratorKwargs, BatchOutput, BatchT, MixedPrecision
 from pta.callbacks.base import CallbackHandler, TrainerCallback
@@ -225,11 +226,11 @@ class TrainerHooks(Generic[BatchT]):
                 "num_workers": 0, "worker_init_fn": worker_init_fn}
 
     def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader[Any]:
-        self._train_dl_kwargs = _merge_dl_kwargs(self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs)
+        self._train_dl_kwargs = merge_dl_kwargs(self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs)
         return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)
 
     def create_eval_dataloader(self, batch_size: int, eval_dl_kwargs: dict[str, Any] | None = None) -> DataLoader[Any]:
-        self._eval_dl_kwargs = _merge_dl_kwargs(self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs)
+        self._eval_dl_kwargs = merge_dl_kwargs(self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs)
         return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)
 
     # ------------------------------------------------------------------ run-level hooks
@@ -314,13 +315,13 @@ class TrainerHooks(Generic[BatchT]):
 
     def calculate_train_batch_loss(self, batch: BatchT) -> BatchOutput:
         """Forward one training batch; the default treats the batch as ``(inputs, targets, ...)``."""
-        xb, yb = _inputs_and_targets(batch)
+        xb, yb = inputs_and_targets(batch)
         outputs = self.model(xb)
         return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.size(0)}
 
     def calculate_eval_batch_loss(self, batch: BatchT) -> BatchOutput:
         """Forward one evaluation batch (already under ``torch.no_grad``)."""
-        xb, yb = _inputs_and_targets(batch)
+        xb, yb = inputs_and_targets(batch)
         outputs = self.model(xb)
         return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.size(0)}
 
@@ -404,34 +405,3 @@ class TrainerHooks(Generic[BatchT]):
                                           f"pass load_{key.split('_')[0]}=False")
                 target.load_state_dict(checkpoint[key])
         return checkpoint
-
-
-def _merge_dl_kwargs(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    overrides = overrides or {}
-    if "sampler" in overrides:
-        defaults.pop("shuffle", None)
-    if "batch_sampler" in overrides:
-        for key in ("shuffle", "batch_size", "drop_last", "sampler"):
-            defaults.pop(key, None)
-    merged = {**defaults, **overrides}
-    if not merged.get("num_workers"):
-        merged.pop("worker_init_fn", None)
-    return merged
-
-
-def _length(obj: object) -> int | None:
-    """``len(obj)``, or ``None`` for iterables without one (a DataLoader over an IterableDataset)."""
-    try:
-        return len(obj)  # type: ignore[arg-type]  # probing: TypeError means "no length"
-    except TypeError:
-        return None
-
-
-def _inputs_and_targets(batch: Any) -> tuple[Any, Tensor]:
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2 and isinstance(batch[1], Tensor):
-        return batch[0], batch[1]
-    raise TypeError(
-        "the default calculate_*_batch_loss expects batches of (inputs, targets, ...) with tensor targets, "
-        f"got {type(batch).__name__}; override calculate_train_batch_loss / calculate_eval_batch_loss"
-    )
-
