@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     # ~650 us per plain step on 2 CPU cores: the loop's own cost dominates.
@@ -111,7 +112,7 @@ def run_plain(work: Work, mark: Callable[[], None]) -> nn.Module:
 def run_accelerate(work: Work, mark: Callable[[], None]) -> nn.Module:
     from accelerate import Accelerator  # type: ignore[attr-defined]  # accelerate ships no type information
 
-    accelerator = Accelerator(mixed_precision=work.precision, cpu=work.device == "cpu")
+    accelerator: Any = Accelerator(mixed_precision=work.precision, cpu=work.device == "cpu")
     model = work.model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     loss_fn = nn.CrossEntropyLoss()
@@ -134,6 +135,7 @@ def _run_pta(work: Work, mark: Callable[[], None], defaults: bool) -> nn.Module:
     from pta.protocols import TrainerLike
 
     class FirstStep(TrainerCallback):
+        @override
         def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
             if not self.seen:
                 self.seen = True
@@ -214,7 +216,8 @@ def run_lightning(work: Work, mark: Callable[[], None]) -> nn.Module:
     trainer = L.Trainer(max_epochs=work.epochs, accelerator=work.device.split(":")[0], devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, DataLoader(work.dataset(), **work.loader_kwargs()))
-    return module.net  # type: ignore[no-any-return]  # untyped library
+    net: nn.Module = module.net
+    return net
 
 
 RUNNERS: dict[str, tuple[Callable[[Work, Callable[[], None]], nn.Module], str | None]] = {
