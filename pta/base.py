@@ -103,12 +103,12 @@ class TrainerBase(TrainerHooks[BatchT]):
         collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         """One evaluation epoch over ``dataset``; records ``evaluation_loss`` (the run history is reset)."""
-        dataloader = self._start_eval_only_run(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
+        self._start_eval_only_run(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.run_history.reset()
         self._call_chain("evaluation_run_start", self.evaluation_run_start)
         self.callback_handler.call_event("on_evaluation_run_start", self)
         try:
-            self._run_eval_epoch(dataloader, metric_name="evaluation_loss")
+            self._run_eval_epoch(self.eval_dataloader or (), metric_name="evaluation_loss")  # callbacks may swap it
         except StopTrainingError as error:
             self._on_stop(error)
         self._call_chain("evaluation_run_end", self.evaluation_run_end)
