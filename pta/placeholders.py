@@ -12,6 +12,10 @@ from typing_extensions import override
 from pta.protocols import TrainerLike
 
 
+def _refuse(self: int, *args: object) -> int:
+    raise TypeError("placeholders support only +, - and * with ints and other placeholders")
+
+
 class TrainerPlaceholderValues(IntEnum):
     """Stand-ins for run facts in ``create_scheduler_fn`` partials, e.g.::
 
@@ -46,6 +50,7 @@ class TrainerPlaceholderValues(IntEnum):
             raise ValueError(f"{self.name} needs a dataloader with a length")
         return len(loader)
 
+    # Arithmetic builds a PlaceholderExpression, which holds the rules.
     @override
     def __mul__(self, other: int) -> int:
         return PlaceholderExpression(self.resolve) * other
@@ -60,18 +65,14 @@ class TrainerPlaceholderValues(IntEnum):
 
     @override
     def __sub__(self, other: int) -> int:
-        return self + (-1) * other
+        return PlaceholderExpression(self.resolve) - other
 
     @override
     def __rsub__(self, other: int) -> int:
-        return self * -1 + other
-
-    def _refuse(self, *args: object) -> int:
-        raise TypeError("placeholders support only +, - and * with ints and other placeholders")
+        return other - PlaceholderExpression(self.resolve)
 
     __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = __mod__ = __rmod__ = _refuse
     __pow__ = __rpow__ = __neg__ = _refuse  # type: ignore[assignment]  # int.__pow__ is overloaded; refused here
-
 
 Resolver = Callable[[TrainerLike], int]
 
@@ -115,9 +116,6 @@ class PlaceholderExpression(int):
     @override
     def __rsub__(self, other: int) -> int:
         return self * -1 + other
-
-    def _refuse(self, *args: object) -> int:
-        raise TypeError("placeholders support only +, - and * with ints and other placeholders")
 
     __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = __mod__ = __rmod__ = _refuse
     __pow__ = __rpow__ = __neg__ = _refuse  # type: ignore[assignment]  # int.__pow__ is overloaded; refused here

@@ -98,23 +98,37 @@ class DataLoaderSlice(Generic[T_co]):
 # then ends the job when the failing process exits.
 
 
+def _only_on_process_zero(index: Callable[[], int]) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+    def decorate(func: Callable[P, R]) -> Callable[P, R | None]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            if index() != 0:
+                wait_for_everyone()
+                return None
+            try:
+                return func(*args, **kwargs)
+            finally:
+                wait_for_everyone()
+
+        return wrapper
+
+    return decorate
+
+
 def local_process_zero_only(func: Callable[P, R]) -> Callable[P, R | None]:
     """Run ``func`` on the first process of each machine only; every process then waits for the others.
 
     Returns ``func``'s result on local process 0 and ``None`` on every other process.
     """
+    return _only_on_process_zero(local_process_index)(func)
 
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        if local_process_index() != 0:
-            wait_for_everyone()
-            return None
-        try:
-            return func(*args, **kwargs)
-        finally:
-            wait_for_everyone()
 
-    return wrapper
+def world_process_zero_only(func: Callable[P, R]) -> Callable[P, R | None]:
+    """Run ``func`` on the global main process only; every process then waits for the others.
+
+    Returns ``func``'s result on process 0 and ``None`` on every other process.
+    """
+    return _only_on_process_zero(process_index)(func)
 
 
 def local_process_zero_first(func: Callable[P, R]) -> Callable[P, R]:
@@ -133,25 +147,6 @@ def local_process_zero_first(func: Callable[P, R]) -> Callable[P, R]:
                 wait_for_everyone()
         wait_for_everyone()
         return func(*args, **kwargs)
-
-    return wrapper
-
-
-def world_process_zero_only(func: Callable[P, R]) -> Callable[P, R | None]:
-    """Run ``func`` on the global main process only; every process then waits for the others.
-
-    Returns ``func``'s result on process 0 and ``None`` on every other process.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        if process_index() != 0:
-            wait_for_everyone()
-            return None
-        try:
-            return func(*args, **kwargs)
-        finally:
-            wait_for_everyone()
 
     return wrapper
 
