@@ -72,7 +72,7 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
         check_dataset("eval_dataset", arguments["eval_dataset"])
     if trainer.optimizer is None:
         raise ConfigurationError("train() needs an optimizer: pass optimizer= to the trainer")
-    if arguments["gradient_accumulation_steps"] > 1 and not trainer.accumulates_gradients:
-        raise needs_mixin("gradient_accumulation_steps > 1", "GradAccumMixin", type(trainer))
-    if arguments["create_scheduler_fn"] is not None and not trainer.supports_schedulers:
+    if arguments["gradient_accumulation_steps"] != 1 and not getattr(trainer, "accumulates_gradients", False):
+        raise needs_mixin("gradient_accumulation_steps other than 1", "GradAccumMixin", type(trainer))
+    if arguments["create_scheduler_fn"] is not None and not getattr(trainer, "supports_schedulers", False):
         raise needs_mixin("create_scheduler_fn", "SchedulerMixin", type(trainer))

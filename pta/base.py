@@ -10,18 +10,26 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 import torch
 from torch.utils.data import DataLoader
 
 from pta import _validation as check
 from pta._accelerate import set_seed, skip_first_batches
+from pta._capabilities import (
+    NeedsGradAccumMixin,
+    NeedsSchedulerMixin,
+    SupportsGradAccumulation,
+    SupportsGradAccumulationAndSchedulers,
+    SupportsSchedulers,
+)
 from pta._data import length
 from pta._types import BatchT
 from pta.callbacks.base import StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
-from pta.hooks import HookChainError, TrainerHooks
+from pta._composition import HookChainError, HookNameError
+from pta.hooks import TrainerHooks
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
@@ -37,7 +45,7 @@ from pta.state import (
     write_meta,
 )
 
-__all__ = ["HookChainError", "TrainerBase"]
+__all__ = ["HookChainError", "HookNameError", "TrainerBase"]
 
 
 class TrainerBase(TrainerHooks[BatchT]):
@@ -46,8 +54,11 @@ class TrainerBase(TrainerHooks[BatchT]):
     interrupt_check_every: ClassVar[int] = 10
     """In multi-process runs, how many steps apart the processes agree on a pending SIGTERM/SIGINT."""
 
+    # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
+    # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
+    @overload
     def train(
-        self,
+        self: SupportsGradAccumulationAndSchedulers,
         train_dataset: Any,
         num_epochs: int | None,
         eval_dataset: Any = None,
@@ -63,6 +74,106 @@ class TrainerBase(TrainerHooks[BatchT]):
         resume_from: str | Path | None = None,
         *,
         gradient_clip_norm: float | None = None,
+    ) -> None: ...
+
+    @overload
+    def train(
+        self: SupportsGradAccumulation,
+        train_dataset: Any,
+        num_epochs: int | None,
+        eval_dataset: Any = None,
+        per_device_batch_size: int = 8,
+        max_num_train_steps: int | None = None,
+        gradient_accumulation_steps: int = 1,
+        gradient_clip_value: float | None = None,
+        create_scheduler_fn: NeedsSchedulerMixin | None = None,
+        train_dataloader_kwargs: dict[str, Any] | None = None,
+        eval_dataloader_kwargs: dict[str, Any] | None = None,
+        reset_run_history: bool = True,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        resume_from: str | Path | None = None,
+        *,
+        gradient_clip_norm: float | None = None,
+    ) -> None: ...
+
+    @overload
+    def train(
+        self: SupportsSchedulers,
+        train_dataset: Any,
+        num_epochs: int | None,
+        eval_dataset: Any = None,
+        per_device_batch_size: int = 8,
+        max_num_train_steps: int | None = None,
+        gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
+        gradient_clip_value: float | None = None,
+        create_scheduler_fn: SchedulerFactory | None = None,
+        train_dataloader_kwargs: dict[str, Any] | None = None,
+        eval_dataloader_kwargs: dict[str, Any] | None = None,
+        reset_run_history: bool = True,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        resume_from: str | Path | None = None,
+        *,
+        gradient_clip_norm: float | None = None,
+    ) -> None: ...
+
+    @overload
+    def train(
+        self,
+        train_dataset: Any,
+        num_epochs: int | None,
+        eval_dataset: Any = None,
+        per_device_batch_size: int = 8,
+        max_num_train_steps: int | None = None,
+        gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
+        gradient_clip_value: float | None = None,
+        create_scheduler_fn: NeedsSchedulerMixin | None = None,
+        train_dataloader_kwargs: dict[str, Any] | None = None,
+        eval_dataloader_kwargs: dict[str, Any] | None = None,
+        reset_run_history: bool = True,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        resume_from: str | Path | None = None,
+        *,
+        gradient_clip_norm: float | None = None,
+    ) -> None: ...
+
+    def train(
+        self: Any,
+        train_dataset: Any,
+        num_epochs: int | None,
+        eval_dataset: Any = None,
+        per_device_batch_size: int = 8,
+        max_num_train_steps: int | None = None,
+        gradient_accumulation_steps: int | NeedsGradAccumMixin = 1,
+        gradient_clip_value: float | None = None,
+        create_scheduler_fn: SchedulerFactory | NeedsSchedulerMixin | None = None,
+        train_dataloader_kwargs: dict[str, Any] | None = None,
+        eval_dataloader_kwargs: dict[str, Any] | None = None,
+        reset_run_history: bool = True,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        resume_from: str | Path | None = None,
+        *,
+        gradient_clip_norm: float | None = None,
+    ) -> None:
+        """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
+        then wins), evaluating on ``eval_dataset`` after every epoch."""
+        TrainerBase._train(self, **{k: v for k, v in locals().items() if k != "self"})
+
+    def _train(
+        self,
+        train_dataset: Any,
+        num_epochs: int | None,
+        eval_dataset: Any,
+        per_device_batch_size: int,
+        max_num_train_steps: int | None,
+        gradient_accumulation_steps: int,
+        gradient_clip_value: float | None,
+        create_scheduler_fn: SchedulerFactory | None,
+        train_dataloader_kwargs: dict[str, Any] | None,
+        eval_dataloader_kwargs: dict[str, Any] | None,
+        reset_run_history: bool,
+        collate_fn: Callable[[list[Any]], Any] | None,
+        resume_from: str | Path | None,
+        gradient_clip_norm: float | None,
     ) -> None:
         """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
         then wins), evaluating on ``eval_dataset`` after every epoch. With ``reset_run_history=False``
@@ -77,7 +188,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         if resume_dir is not None:
             read_meta(resume_dir)  # a missing or corrupt state fails before any work
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
-        self.create_scheduler_fn, self.collate_fn, self.scheduler = create_scheduler_fn, collate_fn, None
+        self.create_scheduler_fn, self.collate_fn = create_scheduler_fn, collate_fn
         if reset_run_history and resume_dir is None:
             self.run_history.reset()
         self._start_run()

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack
+from typing import ClassVar, Literal
 
 from typing_extensions import override
 
 from pta._types import AcceleratorKwargs, BatchT
-from pta.base import TrainerBase
 from pta.mixins.device import DevicePlacementMixin
 
 
-class AMPMixin(TrainerBase[BatchT]):
+class AMPMixin(DevicePlacementMixin[BatchT]):
     """Runs forward passes in reduced precision and keeps fp16 training stable.
 
-    Needs: ``DevicePlacementMixin`` (the loss scaler lives in Accelerate's prepared optimizer).
+    Needs: ``DevicePlacementMixin``, as its base class (the loss scaler lives in Accelerate's prepared
+        optimizer), so no trainer can have this mixin without it.
     Provides: ``mixed_precision="no" | "fp16" | "bf16" | "fp8"`` as a constructor keyword (``None`` keeps
         Accelerate's config/env choice); autocast around ``calculate_*_batch_loss`` (loss included);
         scaled backward and unscale-before-clip through Accelerate; skipped-step detection, so the
@@ -23,8 +24,7 @@ class AMPMixin(TrainerBase[BatchT]):
     State: none.
     """
 
-    requires = (DevicePlacementMixin,)
-    supports_mixed_precision = True
+    supports_mixed_precision: ClassVar[Literal[True]] = True
 
     @override
     def accelerator_kwargs(self) -> AcceleratorKwargs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -29,7 +29,7 @@ class GradAccumMixin(TrainerBase[BatchT]):
         window's losses were divided by); created in ``training_run_start``.
     """
 
-    accumulates_gradients = True
+    accumulates_gradients: ClassVar[Literal[True]] = True
 
     @override
     def training_run_start(self) -> None:
