@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sized
 from typing import Any
 
+from torch import Tensor
+from torch.utils.data import DataLoader
+
 
 class ConfigurationError(ValueError):
     """An argument or a trainer composition that cannot work; the message names it and the fix."""
@@ -27,6 +30,11 @@ def check_positive_float(name: str, value: object) -> None:
 def check_dataset(name: str, dataset: Any) -> None:
     if dataset is None:
         raise ConfigurationError(f"{name} is required, got None")
+    if isinstance(dataset, DataLoader):
+        raise ConfigurationError(f"{name} must be a dataset, got a DataLoader: pass its dataset, and its options "
+                                 "as train_dataloader_kwargs / eval_dataloader_kwargs (the trainer builds the loaders)")
+    if isinstance(dataset, Tensor):
+        raise ConfigurationError(f"{name} must be a dataset, got a tensor: wrap it, e.g. TensorDataset(inputs, targets)")
     if isinstance(dataset, Sized) and len(dataset) == 0:
         raise ConfigurationError(f"{name} is empty: it has 0 samples")
 

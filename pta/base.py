@@ -25,7 +25,7 @@ from pta._capabilities import (
     SupportsSchedulers,
 )
 from pta._data import length
-from pta._types import BatchT
+from pta._types import BatchT, DatasetLike
 from pta.callbacks.base import StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
 from pta._composition import HookChainError, HookNameError
@@ -59,9 +59,9 @@ class TrainerBase(TrainerHooks[BatchT]):
     @overload
     def train(
         self: SupportsGradAccumulationAndSchedulers,
-        train_dataset: Any,
+        train_dataset: DatasetLike,
         num_epochs: int | None,
-        eval_dataset: Any = None,
+        eval_dataset: DatasetLike | None = None,
         per_device_batch_size: int = 8,
         max_num_train_steps: int | None = None,
         gradient_accumulation_steps: int = 1,
@@ -79,9 +79,9 @@ class TrainerBase(TrainerHooks[BatchT]):
     @overload
     def train(
         self: SupportsGradAccumulation,
-        train_dataset: Any,
+        train_dataset: DatasetLike,
         num_epochs: int | None,
-        eval_dataset: Any = None,
+        eval_dataset: DatasetLike | None = None,
         per_device_batch_size: int = 8,
         max_num_train_steps: int | None = None,
         gradient_accumulation_steps: int = 1,
@@ -99,9 +99,9 @@ class TrainerBase(TrainerHooks[BatchT]):
     @overload
     def train(
         self: SupportsSchedulers,
-        train_dataset: Any,
+        train_dataset: DatasetLike,
         num_epochs: int | None,
-        eval_dataset: Any = None,
+        eval_dataset: DatasetLike | None = None,
         per_device_batch_size: int = 8,
         max_num_train_steps: int | None = None,
         gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
@@ -119,9 +119,9 @@ class TrainerBase(TrainerHooks[BatchT]):
     @overload
     def train(
         self,
-        train_dataset: Any,
+        train_dataset: DatasetLike,
         num_epochs: int | None,
-        eval_dataset: Any = None,
+        eval_dataset: DatasetLike | None = None,
         per_device_batch_size: int = 8,
         max_num_train_steps: int | None = None,
         gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
@@ -138,9 +138,9 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def train(
         self: Any,
-        train_dataset: Any,
+        train_dataset: DatasetLike,
         num_epochs: int | None,
-        eval_dataset: Any = None,
+        eval_dataset: DatasetLike | None = None,
         per_device_batch_size: int = 8,
         max_num_train_steps: int | None = None,
         gradient_accumulation_steps: int | NeedsGradAccumMixin = 1,
@@ -160,9 +160,9 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def _train(
         self,
-        train_dataset: Any,
+        train_dataset: DatasetLike,
         num_epochs: int | None,
-        eval_dataset: Any,
+        eval_dataset: DatasetLike | None,
         per_device_batch_size: int,
         max_num_train_steps: int | None,
         gradient_accumulation_steps: int,
@@ -208,7 +208,7 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def evaluate(
         self,
-        dataset: Any = None,
+        dataset: DatasetLike | None = None,
         per_device_batch_size: int = 8,
         dataloader_kwargs: dict[str, Any] | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -227,7 +227,7 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def predict(
         self,
-        dataset: Any,
+        dataset: DatasetLike,
         per_device_batch_size: int = 8,
         dataloader_kwargs: dict[str, Any] | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,

@@ -37,7 +37,8 @@ from pta.run_config import TrainerRunConfig
 from pta.tracking import InMemoryRunHistory, RunHistory
 from pta.utils import limit_batches_from_env, worker_init_fn
 
-CallbackSpec = TrainerCallback | type[TrainerCallback]
+CallbackSpec = TrainerCallback | Callable[[], TrainerCallback]
+"""A callback instance, or a class the trainer instantiates without arguments."""
 T = TypeVar("T")
 
 
@@ -110,7 +111,7 @@ class TrainerHooks(Generic[BatchT]):
             from pta.callbacks.limits import LimitBatchesCallback
 
             specs.insert(0, LimitBatchesCallback(limit))
-        self.callback_handler = CallbackHandler(specs)
+        self.callback_handler = CallbackHandler(cast("list[TrainerCallback | type[TrainerCallback]]", specs))
         self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
         self.mixed_precision = cast("MixedPrecision | None", mixed_precision)  # NeedsAMPMixin has no instances
         self.seed = seed
