@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from pta import _validation as check
 from pta._accelerate import AcceleratorAdapter
-from pta._capabilities import NeedsAMPMixin, SupportsMixedPrecision, has_capability
+from pta._capabilities import NeedsAMPMixin, has_capability
 from pta._composition import HookChainError, check_trainer_class
 from pta._data import inputs_and_targets, merge_dl_kwargs
 from pta._meter import LossMeter, infer_batch_size
@@ -56,22 +56,6 @@ class TrainerHooks(Generic[BatchT]):
         super().__init_subclass__(**kwargs)
         check_trainer_class(cls)  # broken hook chains and misspelled hooks fail here, once per class
 
-    @overload
-    def __init__(
-        self: SupportsMixedPrecision,
-        model: nn.Module,
-        loss_func: Callable[..., Tensor] | None,
-        optimizer: Optimizer | None,
-        callbacks: Iterable[CallbackSpec] | None = None,
-        run_history: RunHistory | None = None,
-        *,
-        mixed_precision: MixedPrecision | None = None,
-        seed: int | None = None,
-        accelerator_options: AcceleratorKwargs | None = None,
-        interrupt_state_dir: str | Path | None = "training_state/interrupted",
-    ) -> None: ...
-
-    @overload
     def __init__(
         self,
         model: nn.Module,
@@ -80,21 +64,7 @@ class TrainerHooks(Generic[BatchT]):
         callbacks: Iterable[CallbackSpec] | None = None,
         run_history: RunHistory | None = None,
         *,
-        mixed_precision: NeedsAMPMixin | None = None,
-        seed: int | None = None,
-        accelerator_options: AcceleratorKwargs | None = None,
-        interrupt_state_dir: str | Path | None = "training_state/interrupted",
-    ) -> None: ...
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_func: Callable[..., Tensor] | None,
-        optimizer: Optimizer | None,
-        callbacks: Iterable[CallbackSpec] | None = None,
-        run_history: RunHistory | None = None,
-        *,
-        mixed_precision: MixedPrecision | NeedsAMPMixin | None = None,
+        mixed_precision: NeedsAMPMixin | None = None,  # AMPMixin's constructor accepts a precision
         seed: int | None = None,
         accelerator_options: AcceleratorKwargs | None = None,
         interrupt_state_dir: str | Path | None = "training_state/interrupted",

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack
-from typing import ClassVar, Literal
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from torch import Tensor, nn
+from torch.optim import Optimizer
 
 from typing_extensions import override
 
-from pta._types import AcceleratorKwargs, BatchT
+from pta._types import AcceleratorKwargs, BatchT, MixedPrecision
+from pta.hooks import CallbackSpec
 from pta.mixins.device import DevicePlacementMixin
+from pta.tracking import RunHistory
 
 
 class AMPMixin(DevicePlacementMixin[BatchT]):
@@ -25,6 +32,22 @@ class AMPMixin(DevicePlacementMixin[BatchT]):
     """
 
     supports_mixed_precision: ClassVar[Literal[True]] = True
+
+    if TYPE_CHECKING:  # a declaration only (mixins have no __init__): TrainerBase's, with mixed_precision widened
+
+        def __init__(
+            self,
+            model: nn.Module,
+            loss_func: Callable[..., Tensor] | None,
+            optimizer: Optimizer | None,
+            callbacks: Iterable[CallbackSpec] | None = None,
+            run_history: RunHistory | None = None,
+            *,
+            mixed_precision: MixedPrecision | None = None,
+            seed: int | None = None,
+            accelerator_options: AcceleratorKwargs | None = None,
+            interrupt_state_dir: str | Path | None = "training_state/interrupted",
+        ) -> None: ...
 
     @override
     def accelerator_kwargs(self) -> AcceleratorKwargs:
