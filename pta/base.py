@@ -264,6 +264,13 @@ class TrainerBase(TrainerHooks[BatchT]):
         self._run_eval_epoch(self._eval_dataloader, metric_name="intermediate_eval_loss", is_intermediate=True)
         self.model.train()
 
+    def run_evaluation_epoch(self, metric_name: str = "eval_loss_epoch") -> None:
+        """One evaluation epoch over ``eval_dataloader``, recorded as ``metric_name``, with the callbacks of
+        ``callback_handler`` (a callback may swap in its own handler, e.g. to evaluate EMA weights)."""
+        if self._eval_dataloader is None:
+            raise RuntimeError("run_evaluation_epoch() needs an eval_dataset passed to train()")
+        self._run_eval_epoch(self._eval_dataloader, metric_name=metric_name)
+
     # ------------------------------------------------------------------ the loop
     def _start_eval_only_run(self, dataset: Any, batch_size: int, dataloader_kwargs: dict[str, Any] | None,
                              collate_fn: Callable[[list[Any]], Any] | None) -> DataLoader[Any]:

@@ -187,11 +187,22 @@ class TrainerHooks(Generic[BatchT]):
 
     @property
     def train_dataloader(self) -> DataLoader[Any] | None:
+        """The run's training dataloader (prepared), or what a callback set in its place."""
         return self._train_dataloader
+
+    @train_dataloader.setter
+    def train_dataloader(self, dataloader: Iterable[Any] | None) -> None:
+        """Replace the loader the loop reads from the next epoch on (e.g. a wrapper that limits batches)."""
+        self._train_dataloader = cast("DataLoader[Any] | None", dataloader)  # any sized iterable of batches works
 
     @property
     def eval_dataloader(self) -> DataLoader[Any] | None:
+        """The run's evaluation dataloader (prepared), or what a callback set in its place."""
         return self._eval_dataloader
+
+    @eval_dataloader.setter
+    def eval_dataloader(self, dataloader: Iterable[Any] | None) -> None:
+        self._eval_dataloader = cast("DataLoader[Any] | None", dataloader)
 
     @property
     def num_updates(self) -> int:

@@ -3,8 +3,10 @@ arguments and data arguments refused at run time for code no type checker saw.""
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -215,3 +217,50 @@ def test_a_sized_indexable_object_is_a_dataset() -> None:
     trainer = DefaultTrainer(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()])
     trainer.train(Rows(), 1, eval_dataset=Rows(), per_device_batch_size=4)
     assert trainer.run_history.get_metric_names() >= {"train_loss_epoch", "eval_loss_epoch"}
+
+
+# ------------------------------------------------------------------------------------- item 8
+PTA = Path(pta.__file__).resolve().parent
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return found | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+
+def test_trainer_and_timm_trainer_do_not_import_each_other() -> None:
+    assert "pta.trainer" not in _imported_modules(PTA / "timm_trainer.py")
+    assert "pta.timm_trainer" in _imported_modules(PTA / "trainer.py")
+    assert pta.trainer.DefaultTrainer is pta.default_trainer.DefaultTrainer
+
+
+@pytest.mark.parametrize("path", sorted((PTA / "callbacks").glob("*.py")), ids=lambda p: p.name)
+def test_callbacks_use_no_private_trainer_attributes(path: Path) -> None:
+    private = {"_train_dataloader", "_eval_dataloader", "_run_eval_epoch", "_num_updates", "_accelerator"}
+    used = {node.attr for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Attribute)}
+    assert used & private == set()
+
+
+def test_callbacks_can_replace_dataloaders_and_run_an_evaluation_epoch() -> None:
+    seen: list[int] = []
+
+    class Halve(TrainerCallback):
+        @override
+        def on_training_run_start(self, trainer: Any, /, **kwargs: Any) -> None:
+            loader = trainer.train_dataloader
+            trainer.train_dataloader = [batch for i, batch in enumerate(loader) if i % 2 == 0]
+
+        @override
+        def on_train_step_end(self, trainer: Any, /, **kwargs: Any) -> None:
+            seen.append(kwargs["step"])
+
+        @override
+        def on_training_run_end(self, trainer: Any, /, **kwargs: Any) -> None:
+            trainer.run_evaluation_epoch("extra_eval_loss")
+
+    model = linear_model()
+    trainer = DefaultTrainer(model, nn.MSELoss(), _sgd(model), callbacks=[Halve()])
+    trainer.train(regression_data(16), 1, eval_dataset=regression_data(4), per_device_batch_size=4)
+    assert seen == [0, 1]
+    assert "extra_eval_loss" in trainer.run_history.get_metric_names()

@@ -118,7 +118,7 @@ class ModelEmaCallback(SaveBestModelCallback):
             runner.callback_handler = self.callback_handler
             history.set_metric_name_prefix(self._track_prefix)
             try:
-                runner._run_eval_epoch(runner._eval_dataloader, metric_name="eval_loss_epoch")
+                runner.run_evaluation_epoch("eval_loss_epoch")
             finally:
                 runner.callback_handler = handler
                 history.set_metric_name_prefix(prefix)
