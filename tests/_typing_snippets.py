@@ -213,6 +213,19 @@ OK: dict[str, str] = {
             def scale_loss(self, loss: Tensor, batch_output: BatchOutput, batch_size: int) -> Tensor:
                 return super().scale_loss(loss, batch_output, batch_size) * 0.5
     """,
+    "ok_accelerate_options_through_pta": """
+        from pta.accelerate_options import (
+            DataLoaderConfiguration, DistributedDataParallelKwargs, FullyShardedDataParallelPlugin, GradScalerKwargs,
+        )
+
+
+        def main() -> None:
+            DefaultTrainer(make_model(), nn.MSELoss(), None, accelerator_options={
+                "dataloader_config": DataLoaderConfiguration(even_batches=False),
+                "kwargs_handlers": [DistributedDataParallelKwargs(find_unused_parameters=True), GradScalerKwargs()],
+                "fsdp_plugin": FullyShardedDataParallelPlugin(fsdp_version=2),
+            })
+    """,
     "ok_pytorch_accelerated_style_callback": """
         class PaStyle(TrainerCallback):
             @override
@@ -434,6 +447,13 @@ BAD: dict[str, str] = {
     "bad_accelerator_option_type": """
         def main() -> None:
             DefaultTrainer(make_model(), None, None, accelerator_options={"cpu": "yes"})  # E: [arg-type] AcceleratorKwargs  P: [reportArgumentType] AcceleratorKwargs
+    """,
+    "bad_accelerate_option_keyword": """
+        from pta.accelerate_options import DataLoaderConfiguration
+
+
+        def main() -> None:
+            DataLoaderConfiguration(even_batch=False)  # E: [call-arg] even_batch  P: [reportCallIssue] even_batch
     """,
     # ------------------------------------------------------------------ item 5: data arguments
     "bad_dataloader_as_train_dataset": _TRAINER + """

@@ -264,3 +264,12 @@ def test_callbacks_can_replace_dataloaders_and_run_an_evaluation_epoch() -> None
     trainer.train(regression_data(16), 1, eval_dataset=regression_data(4), per_device_batch_size=4)
     assert seen == [0, 1]
     assert "extra_eval_loss" in trainer.run_history.get_metric_names()
+
+
+def test_accelerate_options_are_accelerates_own_classes() -> None:
+    import accelerate.utils
+
+    import pta.accelerate_options as options
+
+    for name in options.__all__:
+        assert getattr(options, name) is getattr(accelerate.utils, name)
