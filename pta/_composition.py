@@ -7,6 +7,7 @@ step. ``TrainerHooks.__init_subclass__`` runs them for every trainer and mixin c
 from __future__ import annotations
 
 import types
+from typing import cast
 
 
 class HookChainError(RuntimeError):
@@ -19,11 +20,12 @@ class HookNameError(TypeError):
 
 def _function(member: object) -> types.FunctionType | None:
     """The function behind a method, property, staticmethod or classmethod (``None`` for data)."""
+    inner: object = member
     if isinstance(member, property):
-        member = member.fget
+        inner = member.fget
     elif isinstance(member, (staticmethod, classmethod)):
-        member = member.__func__
-    return member if isinstance(member, types.FunctionType) else None
+        inner = getattr(cast(object, member), "__func__", None)
+    return inner if isinstance(inner, types.FunctionType) else None
 
 
 def _mentions(code: types.CodeType, name: str) -> bool:

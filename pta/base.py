@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, ClassVar, Literal, cast, overload
 
 import torch
 from torch.utils.data import DataLoader
@@ -46,6 +46,11 @@ from pta.state import (
 )
 
 __all__ = ["HookChainError", "HookNameError", "TrainerBase"]
+
+
+def _model_inputs(batch: object) -> Any:
+    """``batch[0]`` for a list or tuple batch, else the whole batch."""
+    return cast("tuple[Any, ...]", batch)[0] if isinstance(batch, (list, tuple)) else batch
 
 
 class TrainerBase(TrainerHooks[BatchT]):
@@ -240,7 +245,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         """
         dataloader = self._start_eval_only_run(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.model.eval()
-        outputs = []
+        outputs: list[torch.Tensor] = []
         with torch.no_grad():
             for batch in self.iterate_eval_batches(dataloader):
                 with self.forward_context():
@@ -252,7 +257,7 @@ class TrainerBase(TrainerHooks[BatchT]):
     def predict_step(self, batch: BatchT) -> torch.Tensor:
         """The model's output for one batch (rows along dim 0); the default feeds ``batch[0]`` (or the
         whole batch when it is not a list or tuple) to the model."""
-        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        inputs = _model_inputs(batch)
         output: torch.Tensor = self.model(inputs)
         return output
 
@@ -410,7 +415,7 @@ class TrainerBase(TrainerHooks[BatchT]):
             self._epoch_rng, start = capture_rng(generator), 0
         else:
             self._epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
-            restore_rng(self._epoch_rng, generator)  # the epoch's shuffle is drawn again, identically
+            restore_rng(resume["epoch_rng"], generator)  # the epoch's shuffle is drawn again, identically
         loader = skip_first_batches(dataloader, start) if start else dataloader  # type: ignore[arg-type]  # any DataLoader
         resumed = resume is None
         for index, batch in enumerate(loader):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,15 @@ from pta.utils import limit_batches_from_env, worker_init_fn
 CallbackSpec = TrainerCallback | Callable[[], TrainerCallback]
 """A callback instance, or a class the trainer instantiates without arguments."""
 T = TypeVar("T")
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[object, object]]:
+    return isinstance(value, Mapping)
+
+
+def _describe(value: object) -> str:
+    keys = sorted(str(key) for key in value) if _is_mapping(value) else None
+    return type(value).__name__ + (f" with keys {keys}" if keys is not None else "")
 
 
 class TrainerHooks(Generic[BatchT]):
@@ -236,7 +245,7 @@ class TrainerHooks(Generic[BatchT]):
         local = tensor.reshape(1) if tensor.ndim == 0 else tensor
         if self._accelerator.num_processes == 1:
             return local
-        sizes = self._accelerator.gather(torch.tensor([local.shape[0]], device=local.device)).tolist()
+        sizes = [int(n) for n in self._accelerator.gather(torch.tensor([local.shape[0]], device=local.device))]
         padded = self._accelerator.pad_across_processes(local)
         gathered = self._accelerator.gather(padded)
         width = padded.shape[0]
@@ -328,13 +337,10 @@ class TrainerHooks(Generic[BatchT]):
 
     def _batch_loss(self, compute: Callable[[BatchT], BatchOutput], batch: BatchT) -> tuple[BatchOutput, Tensor, int]:
         with self.forward_context():
-            result: object = compute(batch)
-        if not isinstance(result, Mapping) or "loss" not in result:
-            keys = f" with keys {sorted(result)}" if isinstance(result, Mapping) else ""
-            raise TypeError(
-                f"{compute.__name__} must return a dict with a 'loss' tensor (a BatchOutput), "
-                f"got {type(result).__name__}{keys}"
-            )
+            result = cast(object, compute(batch))  # checked below: user hooks may return anything
+        if not _is_mapping(result) or "loss" not in result:
+            raise TypeError(f"{compute.__name__} must return a dict with a 'loss' tensor (a BatchOutput), "
+                            f"got {_describe(result)}")
         batch_output = cast(BatchOutput, result)
         size = batch_output.get("batch_size")
         return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)

@@ -60,7 +60,7 @@ class TrainerWithTimmScheduler(DefaultTrainer[BatchT, TimmSchedulerLike]):
         self._timm_scheduler()
 
     def _timm_scheduler(self) -> TimmSchedulerLike | None:
-        scheduler: object = self.scheduler
+        scheduler = cast(object, self.scheduler)  # typed as the timm protocol, but None outside a run or unchecked
         if scheduler is None:
             return None
         if isinstance(scheduler, SchedulerBase) or not isinstance(scheduler, TimmSchedulerLike):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 
@@ -73,15 +73,16 @@ def training_states(trainer: TrainerLike, who: str) -> SupportsTrainingState:
 
 
 def intermediate_evaluation(trainer: TrainerLike, who: str) -> SupportsIntermediateEvaluation:
-    if not isinstance(trainer, SupportsIntermediateEvaluation):
+    if not isinstance(cast(object, trainer), SupportsIntermediateEvaluation):  # untyped callers
         raise _missing(trainer, who, "run_intermediate_evaluation()")
     return trainer
 
 
 def dataloaders(trainer: TrainerLike, who: str) -> HasDataloaders:
-    if not isinstance(trainer, HasDataloaders):
+    candidate = cast(object, trainer)  # untyped callers may pass anything
+    if not isinstance(candidate, HasDataloaders):
         raise _missing(trainer, who, "settable train_dataloader and eval_dataloader properties")
-    return trainer
+    return candidate
 
 
 def extra_eval_epochs(trainer: TrainerLike, who: str) -> SupportsExtraEvalEpoch:

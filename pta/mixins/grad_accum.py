@@ -78,7 +78,7 @@ class GradAccumMixin(TrainerBase[BatchT]):
             if factor != 1.0:
                 grads = [p.grad for p in self.model.parameters() if p.grad is not None]
                 if grads:
-                    torch._foreach_mul_(grads, factor)
+                    torch._foreach_mul_(grads, factor)  # pyright: ignore[reportPrivateImportUsage]  # torch's public fused op
         super().before_optimizer_step()
 
     @override
