@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sized
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -81,6 +81,6 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
     if trainer.optimizer is None:
         raise ConfigurationError("train() needs an optimizer: pass optimizer= to the trainer")
     if arguments["gradient_accumulation_steps"] != 1 and not getattr(trainer, "accumulates_gradients", False):
-        raise needs_mixin("gradient_accumulation_steps other than 1", "GradAccumMixin", type(trainer))
+        raise needs_mixin("gradient_accumulation_steps other than 1", "GradAccumMixin", type(cast(object, trainer)))
     if arguments["create_scheduler_fn"] is not None and not getattr(trainer, "supports_schedulers", False):
-        raise needs_mixin("create_scheduler_fn", "SchedulerMixin", type(trainer))
+        raise needs_mixin("create_scheduler_fn", "SchedulerMixin", type(cast(object, trainer)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ class ModelEmaCallback(SaveBestModelCallback):
         return self.ema_model
 
     @contextmanager
-    def _ema_swapped_in(self, trainer: TrainerLike) -> Iterator[nn.Module]:
+    def _ema_swapped_in(self, trainer: TrainerLike) -> Generator[nn.Module, None, None]:
         """``trainer.model`` is the EMA module inside the block, the model again afterwards."""
         model, trainer.model = trainer.model, self._ema().module
         try:
