@@ -4,7 +4,8 @@ Accelerate ships no type information, so every value leaving this module is give
 It also guards against launches that Accelerate gets silently wrong on machines without a GPU.
 """
 
-# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false, reportUnknownVariableType=false, reportUnknownArgumentType=false
+# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
 # (the pyright side of mypy.ini's [mypy-pta._accelerate] section: accelerate is untyped, this adapter types it)
 
 from __future__ import annotations

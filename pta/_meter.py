@@ -38,7 +38,8 @@ def infer_batch_size(batch: Any) -> int:
     if isinstance(batch, Tensor):
         return int(batch.shape[0]) if batch.ndim else 1
     # batches are untyped by nature: pyright sees the containers' items as unknown
-    values: Iterable[Any] = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()  # pyright: ignore[reportUnknownVariableType]
+    values: Iterable[Any] = (  # pyright: ignore[reportUnknownVariableType]
+        batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ())
     for value in values:  # pyright: ignore[reportUnknownVariableType]
         try:
             return infer_batch_size(value)

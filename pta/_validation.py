@@ -31,10 +31,12 @@ def check_dataset(name: str, dataset: Any) -> None:
     if dataset is None:
         raise ConfigurationError(f"{name} is required, got None")
     if isinstance(dataset, DataLoader):
-        raise ConfigurationError(f"{name} must be a dataset, got a DataLoader: pass its dataset, and its options "
-                                 "as train_dataloader_kwargs / eval_dataloader_kwargs (the trainer builds the loaders)")
+        raise ConfigurationError(
+            f"{name} must be a dataset, got a DataLoader: pass its dataset, and its options as "
+            "train_dataloader_kwargs / eval_dataloader_kwargs (the trainer builds the loaders)")
     if isinstance(dataset, Tensor):
-        raise ConfigurationError(f"{name} must be a dataset, got a tensor: wrap it, e.g. TensorDataset(inputs, targets)")
+        raise ConfigurationError(
+            f"{name} must be a dataset, got a tensor: wrap it, e.g. TensorDataset(inputs, targets)")
     if isinstance(dataset, Sized) and len(dataset) == 0:
         raise ConfigurationError(f"{name} is empty: it has 0 samples")
 

@@ -62,124 +62,61 @@ class TrainerBase(TrainerHooks[BatchT]):
     # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
     # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
     @overload
-    def train(
-        self: SupportsGradAccumulationAndSchedulers,
-        train_dataset: DatasetLike,
-        num_epochs: int | None,
-        eval_dataset: DatasetLike | None = None,
-        per_device_batch_size: int = 8,
-        max_num_train_steps: int | None = None,
-        gradient_accumulation_steps: int = 1,
-        gradient_clip_value: float | None = None,
-        create_scheduler_fn: SchedulerFactory | None = None,
-        train_dataloader_kwargs: dict[str, Any] | None = None,
-        eval_dataloader_kwargs: dict[str, Any] | None = None,
-        reset_run_history: bool = True,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        resume_from: str | Path | None = None,
-        *,
-        gradient_clip_norm: float | None = None,
-    ) -> None: ...
+    def train(self: SupportsGradAccumulationAndSchedulers, train_dataset: DatasetLike,
+              num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: int = 1, gradient_clip_value: float | None = None,
+              create_scheduler_fn: SchedulerFactory | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
 
     @overload
-    def train(
-        self: SupportsGradAccumulation,
-        train_dataset: DatasetLike,
-        num_epochs: int | None,
-        eval_dataset: DatasetLike | None = None,
-        per_device_batch_size: int = 8,
-        max_num_train_steps: int | None = None,
-        gradient_accumulation_steps: int = 1,
-        gradient_clip_value: float | None = None,
-        create_scheduler_fn: NeedsSchedulerMixin | None = None,
-        train_dataloader_kwargs: dict[str, Any] | None = None,
-        eval_dataloader_kwargs: dict[str, Any] | None = None,
-        reset_run_history: bool = True,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        resume_from: str | Path | None = None,
-        *,
-        gradient_clip_norm: float | None = None,
-    ) -> None: ...
+    def train(self: SupportsGradAccumulation, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: int = 1, gradient_clip_value: float | None = None,
+              create_scheduler_fn: NeedsSchedulerMixin | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
 
     @overload
-    def train(
-        self: SupportsSchedulers,
-        train_dataset: DatasetLike,
-        num_epochs: int | None,
-        eval_dataset: DatasetLike | None = None,
-        per_device_batch_size: int = 8,
-        max_num_train_steps: int | None = None,
-        gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
-        gradient_clip_value: float | None = None,
-        create_scheduler_fn: SchedulerFactory | None = None,
-        train_dataloader_kwargs: dict[str, Any] | None = None,
-        eval_dataloader_kwargs: dict[str, Any] | None = None,
-        reset_run_history: bool = True,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        resume_from: str | Path | None = None,
-        *,
-        gradient_clip_norm: float | None = None,
-    ) -> None: ...
+    def train(self: SupportsSchedulers, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
+              gradient_clip_value: float | None = None,
+              create_scheduler_fn: SchedulerFactory | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
 
     @overload
-    def train(
-        self,
-        train_dataset: DatasetLike,
-        num_epochs: int | None,
-        eval_dataset: DatasetLike | None = None,
-        per_device_batch_size: int = 8,
-        max_num_train_steps: int | None = None,
-        gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
-        gradient_clip_value: float | None = None,
-        create_scheduler_fn: NeedsSchedulerMixin | None = None,
-        train_dataloader_kwargs: dict[str, Any] | None = None,
-        eval_dataloader_kwargs: dict[str, Any] | None = None,
-        reset_run_history: bool = True,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        resume_from: str | Path | None = None,
-        *,
-        gradient_clip_norm: float | None = None,
-    ) -> None: ...
+    def train(self, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
+              gradient_clip_value: float | None = None,
+              create_scheduler_fn: NeedsSchedulerMixin | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
 
-    def train(
-        self: Any,
-        train_dataset: DatasetLike,
-        num_epochs: int | None,
-        eval_dataset: DatasetLike | None = None,
-        per_device_batch_size: int = 8,
-        max_num_train_steps: int | None = None,
-        gradient_accumulation_steps: int | NeedsGradAccumMixin = 1,
-        gradient_clip_value: float | None = None,
-        create_scheduler_fn: SchedulerFactory | NeedsSchedulerMixin | None = None,
-        train_dataloader_kwargs: dict[str, Any] | None = None,
-        eval_dataloader_kwargs: dict[str, Any] | None = None,
-        reset_run_history: bool = True,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        resume_from: str | Path | None = None,
-        *,
-        gradient_clip_norm: float | None = None,
-    ) -> None:
-        """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
-        then wins), evaluating on ``eval_dataset`` after every epoch."""
-        TrainerBase._train(self, **{k: v for k, v in locals().items() if k != "self"})
-
-    def _train(
-        self,
-        train_dataset: DatasetLike,
-        num_epochs: int | None,
-        eval_dataset: DatasetLike | None,
-        per_device_batch_size: int,
-        max_num_train_steps: int | None,
-        gradient_accumulation_steps: int,
-        gradient_clip_value: float | None,
-        create_scheduler_fn: SchedulerFactory | None,
-        train_dataloader_kwargs: dict[str, Any] | None,
-        eval_dataloader_kwargs: dict[str, Any] | None,
-        reset_run_history: bool,
-        collate_fn: Callable[[list[Any]], Any] | None,
-        resume_from: str | Path | None,
-        gradient_clip_norm: float | None,
-    ) -> None:
+    def train(self: Any, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: int | NeedsGradAccumMixin = 1, gradient_clip_value: float | None = None,
+              create_scheduler_fn: SchedulerFactory | NeedsSchedulerMixin | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None:
         """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
         then wins), evaluating on ``eval_dataset`` after every epoch. With ``reset_run_history=False``
         they come after the epochs already in the run history, as in pytorch-accelerated.
@@ -188,6 +125,14 @@ class TrainerBase(TrainerHooks[BatchT]):
         ``"<dir>/latest"`` for the newest complete state in ``<dir>``) with the same arguments: only the
         work the interrupted call had left is done.
         """
+        TrainerBase._train(self, **{k: v for k, v in locals().items() if k != "self"})
+
+    def _train(self, train_dataset: DatasetLike, num_epochs: int | None, eval_dataset: DatasetLike | None,
+               per_device_batch_size: int, max_num_train_steps: int | None, gradient_accumulation_steps: int,
+               gradient_clip_value: float | None, create_scheduler_fn: SchedulerFactory | None,
+               train_dataloader_kwargs: dict[str, Any] | None, eval_dataloader_kwargs: dict[str, Any] | None,
+               reset_run_history: bool, collate_fn: Callable[[list[Any]], Any] | None,
+               resume_from: str | Path | None, gradient_clip_norm: float | None) -> None:
         check.check_train_arguments(self, locals())
         resume_dir = resolve_state_dir(resume_from) if resume_from is not None else None
         if resume_dir is not None:

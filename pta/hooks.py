@@ -92,7 +92,8 @@ class TrainerHooks(Generic[BatchT]):
             specs.insert(0, LimitBatchesCallback(limit))
         self.callback_handler = CallbackHandler(cast("list[TrainerCallback | type[TrainerCallback]]", specs))
         self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
-        self.mixed_precision: MixedPrecision | None = cast("MixedPrecision | None", mixed_precision)  # NeedsAMPMixin has no instances
+        # (NeedsAMPMixin has no instances: the value is a precision or None)
+        self.mixed_precision: MixedPrecision | None = cast("MixedPrecision | None", mixed_precision)
         self.seed = seed
         self.accelerator_options = AcceleratorKwargs(**accelerator_options) if accelerator_options else AcceleratorKwargs()
         self.create_scheduler_fn: SchedulerFactory | None = None

@@ -43,7 +43,8 @@ class SchedulerMixin(TrainerBase[BatchT], Generic[BatchT, SchedulerT]):
 
     @override
     def _scheduler_or_none(self) -> SchedulerLike | None:
-        return cast("SchedulerLike | None", getattr(self, "scheduler", None))
+        scheduler: SchedulerLike | None = getattr(self, "scheduler", None)  # per update: no cast() call
+        return scheduler
 
     @override
     def create_scheduler(self) -> SchedulerLike:
