@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -131,7 +131,7 @@ def run_accelerate(work: Work, mark: Callable[[], None]) -> nn.Module:
 
 
 def _run_pta(work: Work, mark: Callable[[], None], defaults: bool) -> nn.Module:
-    from pta import DefaultTrainer, TrainerCallback
+    from pta import DefaultTrainer, MixedPrecision, TrainerCallback
     from pta.protocols import TrainerLike
 
     class FirstStep(TrainerCallback):
@@ -151,7 +151,7 @@ def _run_pta(work: Work, mark: Callable[[], None], defaults: bool) -> nn.Module:
         callbacks += list(DEFAULT_CALLBACKS)
     trainer: DefaultTrainer = DefaultTrainer(
         model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=callbacks,
-        mixed_precision=work.precision,  # type: ignore[arg-type]  # validated by argparse choices
+        mixed_precision=cast(MixedPrecision, work.precision),  # validated by argparse choices
         accelerator_options={"cpu": work.device == "cpu"},
     )
     stream = open(os.devnull, "w") if defaults else None  # noqa: SIM115  # closed below

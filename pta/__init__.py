@@ -6,7 +6,7 @@ Importing pta has no side effects: no seeding, no logging configuration.
 from pta._accelerate import LaunchError, notebook_launcher, reset_accelerate_state, set_seed
 from pta._types import AcceleratorKwargs, BatchOutput, MixedPrecision
 from pta._validation import ConfigurationError
-from pta.base import HookChainError, TrainerBase
+from pta.base import HookChainError, HookNameError, TrainerBase
 from pta.callbacks import StopTrainingError, TrainerCallback
 from pta.checkpoint import CheckpointError
 from pta.mixins import (
@@ -38,6 +38,7 @@ __all__ = [
     "DistributedEvalMixin",
     "GradAccumMixin",
     "HookChainError",
+    "HookNameError",
     "LaunchError",
     "MixedPrecision",
     "SchedulerMixin",

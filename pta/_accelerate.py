@@ -4,6 +4,10 @@ Accelerate ships no type information, so every value leaving this module is give
 It also guards against launches that Accelerate gets silently wrong on machines without a GPU.
 """
 
+# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
+# (the pyright side of mypy.ini's [mypy-pta._accelerate] section: accelerate is untyped, this adapter types it)
+
 from __future__ import annotations
 
 import atexit
@@ -267,8 +271,8 @@ def set_even_batches(dataloader: DataLoader[Any], even_batches: bool) -> None:
 
 def unwrap_optimizer(optimizer: Optimizer) -> Optimizer:
     """The user's optimizer inside Accelerate's ``AcceleratedOptimizer`` wrapper(s)."""
-    while hasattr(optimizer, "optimizer") and isinstance(optimizer.optimizer, Optimizer):
-        optimizer = optimizer.optimizer
+    while isinstance(inner := getattr(optimizer, "optimizer", None), Optimizer):
+        optimizer = inner
     return optimizer
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -29,10 +30,11 @@ def length(obj: object) -> int | None:
 
 
 def inputs_and_targets(batch: Any) -> tuple[Any, Tensor]:
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2 and isinstance(batch[1], Tensor):
-        return batch[0], batch[1]
+    items = cast("Sequence[Any]", batch) if isinstance(batch, (list, tuple)) else ()
+    if len(items) >= 2 and isinstance(items[1], Tensor):
+        return items[0], items[1]
     raise TypeError(
         "the default calculate_*_batch_loss expects batches of (inputs, targets, ...) with tensor targets, "
-        f"got {type(batch).__name__}; override calculate_train_batch_loss / calculate_eval_batch_loss"
+        f"got {type(cast(object, batch)).__name__}; override calculate_train_batch_loss / calculate_eval_batch_loss"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -36,8 +37,10 @@ def infer_batch_size(batch: Any) -> int:
     """The leading dimension of the first tensor found in ``batch`` (tensors, sequences, mappings)."""
     if isinstance(batch, Tensor):
         return int(batch.shape[0]) if batch.ndim else 1
-    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
-    for value in values:
+    # batches are untyped by nature: pyright sees the containers' items as unknown
+    values: Iterable[Any] = (  # pyright: ignore[reportUnknownVariableType]
+        batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ())
+    for value in values:  # pyright: ignore[reportUnknownVariableType]
         try:
             return infer_batch_size(value)
         except ValueError:

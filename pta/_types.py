@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset
 from typing_extensions import NotRequired, Required, TypeVar
 
 MixedPrecision = Literal["no", "fp16", "bf16", "fp8"]
@@ -12,6 +13,20 @@ MixedPrecision = Literal["no", "fp16", "bf16", "fp8"]
 
 BatchT = TypeVar("BatchT", default=Any)
 """The batch type a trainer's dataloaders yield; parametrise a trainer with it (``DefaultTrainer[MyBatch]``)."""
+
+
+class SizedIndexable(Protocol):
+    """A map-style dataset that is not a ``torch.utils.data.Dataset``, e.g. a Hugging Face ``datasets.Dataset``."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+DatasetLike = Dataset[Any] | IterableDataset[Any] | SizedIndexable
+"""What ``train()``, ``evaluate()`` and ``predict()`` take as datasets. A ``DataLoader`` is not one (the
+trainer builds its own; pass ``train_dataloader_kwargs`` instead) and a tensor is refused at run time
+(wrap it in ``TensorDataset``)."""
 
 
 class BatchOutput(TypedDict, total=False):
@@ -28,7 +43,7 @@ class BatchOutput(TypedDict, total=False):
     loss: Required[Tensor]
     model_outputs: Any
     batch_size: int
-    num_items_in_batch: NotRequired[int]
+    num_items_in_batch: NotRequired[int | Tensor]
 
 
 class AcceleratorKwargs(TypedDict, total=False):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sized
-from typing import Any
+from typing import Any, cast
+
+from torch import Tensor
+from torch.utils.data import DataLoader
 
 
 class ConfigurationError(ValueError):
@@ -27,6 +30,13 @@ def check_positive_float(name: str, value: object) -> None:
 def check_dataset(name: str, dataset: Any) -> None:
     if dataset is None:
         raise ConfigurationError(f"{name} is required, got None")
+    if isinstance(dataset, DataLoader):
+        raise ConfigurationError(
+            f"{name} must be a dataset, got a DataLoader: pass its dataset, and its options as "
+            "train_dataloader_kwargs / eval_dataloader_kwargs (the trainer builds the loaders)")
+    if isinstance(dataset, Tensor):
+        raise ConfigurationError(
+            f"{name} must be a dataset, got a tensor: wrap it, e.g. TensorDataset(inputs, targets)")
     if isinstance(dataset, Sized) and len(dataset) == 0:
         raise ConfigurationError(f"{name} is empty: it has 0 samples")
 
@@ -72,7 +82,7 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
         check_dataset("eval_dataset", arguments["eval_dataset"])
     if trainer.optimizer is None:
         raise ConfigurationError("train() needs an optimizer: pass optimizer= to the trainer")
-    if arguments["gradient_accumulation_steps"] > 1 and not trainer.accumulates_gradients:
-        raise needs_mixin("gradient_accumulation_steps > 1", "GradAccumMixin", type(trainer))
-    if arguments["create_scheduler_fn"] is not None and not trainer.supports_schedulers:
-        raise needs_mixin("create_scheduler_fn", "SchedulerMixin", type(trainer))
+    if arguments["gradient_accumulation_steps"] != 1 and not getattr(trainer, "accumulates_gradients", False):
+        raise needs_mixin("gradient_accumulation_steps other than 1", "GradAccumMixin", type(cast(object, trainer)))
+    if arguments["create_scheduler_fn"] is not None and not getattr(trainer, "supports_schedulers", False):
+        raise needs_mixin("create_scheduler_fn", "SchedulerMixin", type(cast(object, trainer)))

@@ -10,18 +10,26 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, cast, overload
 
 import torch
 from torch.utils.data import DataLoader
 
 from pta import _validation as check
 from pta._accelerate import set_seed, skip_first_batches
+from pta._capabilities import (
+    NeedsGradAccumMixin,
+    NeedsSchedulerMixin,
+    SupportsGradAccumulation,
+    SupportsGradAccumulationAndSchedulers,
+    SupportsSchedulers,
+)
 from pta._data import length
-from pta._types import BatchT
+from pta._types import BatchT, DatasetLike
 from pta.callbacks.base import StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
-from pta.hooks import HookChainError, TrainerHooks
+from pta._composition import HookChainError, HookNameError
+from pta.hooks import TrainerHooks
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
@@ -37,7 +45,12 @@ from pta.state import (
     write_meta,
 )
 
-__all__ = ["HookChainError", "TrainerBase"]
+__all__ = ["HookChainError", "HookNameError", "TrainerBase"]
+
+
+def _model_inputs(batch: object) -> Any:
+    """``batch[0]`` for a list or tuple batch, else the whole batch."""
+    return cast("tuple[Any, ...]", batch)[0] if isinstance(batch, (list, tuple)) else batch
 
 
 class TrainerBase(TrainerHooks[BatchT]):
@@ -46,24 +59,64 @@ class TrainerBase(TrainerHooks[BatchT]):
     interrupt_check_every: ClassVar[int] = 10
     """In multi-process runs, how many steps apart the processes agree on a pending SIGTERM/SIGINT."""
 
-    def train(
-        self,
-        train_dataset: Any,
-        num_epochs: int | None,
-        eval_dataset: Any = None,
-        per_device_batch_size: int = 8,
-        max_num_train_steps: int | None = None,
-        gradient_accumulation_steps: int = 1,
-        gradient_clip_value: float | None = None,
-        create_scheduler_fn: SchedulerFactory | None = None,
-        train_dataloader_kwargs: dict[str, Any] | None = None,
-        eval_dataloader_kwargs: dict[str, Any] | None = None,
-        reset_run_history: bool = True,
-        collate_fn: Callable[[list[Any]], Any] | None = None,
-        resume_from: str | Path | None = None,
-        *,
-        gradient_clip_norm: float | None = None,
-    ) -> None:
+    # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
+    # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
+    @overload
+    def train(self: SupportsGradAccumulationAndSchedulers, train_dataset: DatasetLike,
+              num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: int = 1, gradient_clip_value: float | None = None,
+              create_scheduler_fn: SchedulerFactory | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+
+    @overload
+    def train(self: SupportsGradAccumulation, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: int = 1, gradient_clip_value: float | None = None,
+              create_scheduler_fn: NeedsSchedulerMixin | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+
+    @overload
+    def train(self: SupportsSchedulers, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
+              gradient_clip_value: float | None = None,
+              create_scheduler_fn: SchedulerFactory | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+
+    @overload
+    def train(self, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: Literal[1] | NeedsGradAccumMixin = 1,
+              gradient_clip_value: float | None = None,
+              create_scheduler_fn: NeedsSchedulerMixin | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+
+    def train(self: Any, train_dataset: DatasetLike, num_epochs: int | None,
+              eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
+              max_num_train_steps: int | None = None,
+              gradient_accumulation_steps: int | NeedsGradAccumMixin = 1, gradient_clip_value: float | None = None,
+              create_scheduler_fn: SchedulerFactory | NeedsSchedulerMixin | None = None,
+              train_dataloader_kwargs: dict[str, Any] | None = None,
+              eval_dataloader_kwargs: dict[str, Any] | None = None,
+              reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None:
         """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
         then wins), evaluating on ``eval_dataset`` after every epoch. With ``reset_run_history=False``
         they come after the epochs already in the run history, as in pytorch-accelerated.
@@ -72,12 +125,20 @@ class TrainerBase(TrainerHooks[BatchT]):
         ``"<dir>/latest"`` for the newest complete state in ``<dir>``) with the same arguments: only the
         work the interrupted call had left is done.
         """
+        TrainerBase._train(self, **{k: v for k, v in locals().items() if k != "self"})
+
+    def _train(self, train_dataset: DatasetLike, num_epochs: int | None, eval_dataset: DatasetLike | None,
+               per_device_batch_size: int, max_num_train_steps: int | None, gradient_accumulation_steps: int,
+               gradient_clip_value: float | None, create_scheduler_fn: SchedulerFactory | None,
+               train_dataloader_kwargs: dict[str, Any] | None, eval_dataloader_kwargs: dict[str, Any] | None,
+               reset_run_history: bool, collate_fn: Callable[[list[Any]], Any] | None,
+               resume_from: str | Path | None, gradient_clip_norm: float | None) -> None:
         check.check_train_arguments(self, locals())
         resume_dir = resolve_state_dir(resume_from) if resume_from is not None else None
         if resume_dir is not None:
             read_meta(resume_dir)  # a missing or corrupt state fails before any work
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
-        self.create_scheduler_fn, self.collate_fn, self.scheduler = create_scheduler_fn, collate_fn, None
+        self.create_scheduler_fn, self.collate_fn = create_scheduler_fn, collate_fn
         if reset_run_history and resume_dir is None:
             self.run_history.reset()
         self._start_run()
@@ -97,7 +158,7 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def evaluate(
         self,
-        dataset: Any = None,
+        dataset: DatasetLike | None = None,
         per_device_batch_size: int = 8,
         dataloader_kwargs: dict[str, Any] | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -116,7 +177,7 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def predict(
         self,
-        dataset: Any,
+        dataset: DatasetLike,
         per_device_batch_size: int = 8,
         dataloader_kwargs: dict[str, Any] | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -129,7 +190,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         """
         dataloader = self._start_eval_only_run(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.model.eval()
-        outputs = []
+        outputs: list[torch.Tensor] = []
         with torch.no_grad():
             for batch in self.iterate_eval_batches(dataloader):
                 with self.forward_context():
@@ -141,7 +202,7 @@ class TrainerBase(TrainerHooks[BatchT]):
     def predict_step(self, batch: BatchT) -> torch.Tensor:
         """The model's output for one batch (rows along dim 0); the default feeds ``batch[0]`` (or the
         whole batch when it is not a list or tuple) to the model."""
-        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        inputs = _model_inputs(batch)
         output: torch.Tensor = self.model(inputs)
         return output
 
@@ -152,6 +213,13 @@ class TrainerBase(TrainerHooks[BatchT]):
             raise RuntimeError("run_intermediate_evaluation() needs an eval_dataset passed to train()")
         self._run_eval_epoch(self._eval_dataloader, metric_name="intermediate_eval_loss", is_intermediate=True)
         self.model.train()
+
+    def run_evaluation_epoch(self, metric_name: str = "eval_loss_epoch") -> None:
+        """One evaluation epoch over ``eval_dataloader``, recorded as ``metric_name``, with the callbacks of
+        ``callback_handler`` (a callback may swap in its own handler, e.g. to evaluate EMA weights)."""
+        if self._eval_dataloader is None:
+            raise RuntimeError("run_evaluation_epoch() needs an eval_dataset passed to train()")
+        self._run_eval_epoch(self._eval_dataloader, metric_name=metric_name)
 
     # ------------------------------------------------------------------ the loop
     def _start_eval_only_run(self, dataset: Any, batch_size: int, dataloader_kwargs: dict[str, Any] | None,
@@ -292,7 +360,7 @@ class TrainerBase(TrainerHooks[BatchT]):
             self._epoch_rng, start = capture_rng(generator), 0
         else:
             self._epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
-            restore_rng(self._epoch_rng, generator)  # the epoch's shuffle is drawn again, identically
+            restore_rng(resume["epoch_rng"], generator)  # the epoch's shuffle is drawn again, identically
         loader = skip_first_batches(dataloader, start) if start else dataloader  # type: ignore[arg-type]  # any DataLoader
         resumed = resume is None
         for index, batch in enumerate(loader):

@@ -7,7 +7,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -60,4 +60,4 @@ def require_keys(checkpoint: Any, path: str | Path, keys: tuple[str, ...]) -> di
         raise CheckpointError(
             f"checkpoint {path} lacks {', '.join(missing)}: it was not written by save_checkpoint"
         )
-    return checkpoint
+    return cast("dict[str, Any]", checkpoint)

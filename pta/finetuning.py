@@ -85,7 +85,7 @@ class ModelFreezer:
 
     def get_layers(self) -> list[Layer]:
         """Every layer, in order (a module shared by two groups is listed under each)."""
-        layers = []
+        layers: list[Layer] = []
         for idx, module in self._layers:
             has_params = next(module.parameters(recurse=False), None) is not None
             is_frozen = _any_frozen(module) if has_params else (not module.training or module in self._eval_locks)

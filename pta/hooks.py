@@ -9,15 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 from pta import _validation as check
 from pta._accelerate import AcceleratorAdapter
+from pta._capabilities import NeedsAMPMixin, has_capability
+from pta._composition import HookChainError, check_trainer_class
 from pta._data import inputs_and_targets, merge_dl_kwargs
 from pta._meter import LossMeter, infer_batch_size
 from pta._types import AcceleratorKwargs, BatchOutput, BatchT, MixedPrecision
@@ -34,12 +37,18 @@ from pta.run_config import TrainerRunConfig
 from pta.tracking import InMemoryRunHistory, RunHistory
 from pta.utils import limit_batches_from_env, worker_init_fn
 
-CallbackSpec = TrainerCallback | type[TrainerCallback]
+CallbackSpec = TrainerCallback | Callable[[], TrainerCallback]
+"""A callback instance, or a class the trainer instantiates without arguments."""
 T = TypeVar("T")
 
 
-class HookChainError(RuntimeError):
-    """An override of a cooperative hook did not call ``super()``, so a mixin's behaviour was skipped."""
+def _is_mapping(value: object) -> TypeGuard[Mapping[object, object]]:
+    return isinstance(value, Mapping)
+
+
+def _describe(value: object) -> str:
+    keys = sorted(str(key) for key in value) if _is_mapping(value) else None
+    return type(value).__name__ + (f" with keys {keys}" if keys is not None else "")
 
 
 class TrainerHooks(Generic[BatchT]):
@@ -48,11 +57,13 @@ class TrainerHooks(Generic[BatchT]):
     requires: ClassVar[tuple[type[TrainerHooks[Any]], ...]] = ()
     """Mixins this class needs in the same trainer; checked when a trainer is constructed."""
     default_callbacks: ClassVar[tuple[CallbackSpec, ...]] = ()
-    # What the composition can do; each mixin switches its own capability on.
-    places_on_device: ClassVar[bool] = False
-    accumulates_gradients: ClassVar[bool] = False
-    supports_mixed_precision: ClassVar[bool] = False
-    supports_schedulers: ClassVar[bool] = False
+    # What a composition can do is declared by its mixins (``pta._capabilities``), not here: the
+    # constructor's and train()'s overloads then tell the type checker which arguments it accepts.
+
+    @override
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_trainer_class(cls)  # broken hook chains and misspelled hooks fail here, once per class
 
     def __init__(
         self,
@@ -62,13 +73,13 @@ class TrainerHooks(Generic[BatchT]):
         callbacks: Iterable[CallbackSpec] | None = None,
         run_history: RunHistory | None = None,
         *,
-        mixed_precision: MixedPrecision | None = None,
+        mixed_precision: NeedsAMPMixin | None = None,  # AMPMixin's constructor accepts a precision
         seed: int | None = None,
         accelerator_options: AcceleratorKwargs | None = None,
         interrupt_state_dir: str | Path | None = "training_state/interrupted",
     ) -> None:
         self._check_composition()
-        if mixed_precision is not None and not self.supports_mixed_precision:
+        if mixed_precision is not None and not has_capability(self, "supports_mixed_precision"):
             raise check.needs_mixin("mixed_precision", "AMPMixin", type(self))
         self.model = model
         self.loss_func = loss_func
@@ -79,13 +90,13 @@ class TrainerHooks(Generic[BatchT]):
             from pta.callbacks.limits import LimitBatchesCallback
 
             specs.insert(0, LimitBatchesCallback(limit))
-        self.callback_handler = CallbackHandler(specs)
+        self.callback_handler = CallbackHandler(cast("list[TrainerCallback | type[TrainerCallback]]", specs))
         self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
-        self.mixed_precision = mixed_precision
+        # (NeedsAMPMixin has no instances: the value is a precision or None)
+        self.mixed_precision: MixedPrecision | None = cast("MixedPrecision | None", mixed_precision)
         self.seed = seed
         self.accelerator_options = AcceleratorKwargs(**accelerator_options) if accelerator_options else AcceleratorKwargs()
         self.create_scheduler_fn: SchedulerFactory | None = None
-        self.scheduler: SchedulerLike | None = None
         self.collate_fn: Callable[[list[Any]], Any] | None = None
         self.train_dataset: Any = None
         self.eval_dataset: Any = None
@@ -145,9 +156,23 @@ class TrainerHooks(Generic[BatchT]):
 
     def _create_accelerator(self) -> AcceleratorAdapter:
         accelerator = AcceleratorAdapter(self._call_chain("accelerator_kwargs", self.accelerator_kwargs))
-        if accelerator.num_processes > 1 and not self.places_on_device:
+        if accelerator.num_processes > 1 and not has_capability(self, "places_on_device"):
             raise check.needs_mixin("a multi-process launch", "DevicePlacementMixin", type(self))
         return accelerator
+
+    if not TYPE_CHECKING:  # invisible to checkers, so that reading it is a type error where it is written
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "scheduler" and has_capability(self, "supports_schedulers"):
+                return None  # SchedulerMixin's scheduler before the first train() (mixins have no __init__)
+            if name == "scheduler":
+                raise AttributeError(f"{type(self).__name__} has no scheduler: add SchedulerMixin to its bases "
+                                     "(or use DefaultTrainer) and pass create_scheduler_fn to train()")
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _scheduler_or_none(self) -> SchedulerLike | None:
+        """The run's scheduler, where the trainer has one (``SchedulerMixin``)."""
+        return None
 
     # ------------------------------------------------------------------ public state
     @property
@@ -172,11 +197,22 @@ class TrainerHooks(Generic[BatchT]):
 
     @property
     def train_dataloader(self) -> DataLoader[Any] | None:
+        """The run's training dataloader (prepared), or what a callback set in its place."""
         return self._train_dataloader
+
+    @train_dataloader.setter
+    def train_dataloader(self, dataloader: Iterable[Any] | None) -> None:
+        """Replace the loader the loop reads from the next epoch on (e.g. a wrapper that limits batches)."""
+        self._train_dataloader = cast("DataLoader[Any] | None", dataloader)  # any sized iterable of batches works
 
     @property
     def eval_dataloader(self) -> DataLoader[Any] | None:
+        """The run's evaluation dataloader (prepared), or what a callback set in its place."""
         return self._eval_dataloader
+
+    @eval_dataloader.setter
+    def eval_dataloader(self, dataloader: Iterable[Any] | None) -> None:
+        self._eval_dataloader = cast("DataLoader[Any] | None", dataloader)
 
     @property
     def num_updates(self) -> int:
@@ -210,7 +246,7 @@ class TrainerHooks(Generic[BatchT]):
         local = tensor.reshape(1) if tensor.ndim == 0 else tensor
         if self._accelerator.num_processes == 1:
             return local
-        sizes = self._accelerator.gather(torch.tensor([local.shape[0]], device=local.device)).tolist()
+        sizes = [int(n) for n in self._accelerator.gather(torch.tensor([local.shape[0]], device=local.device))]
         padded = self._accelerator.pad_across_processes(local)
         gathered = self._accelerator.gather(padded)
         width = padded.shape[0]
@@ -302,13 +338,10 @@ class TrainerHooks(Generic[BatchT]):
 
     def _batch_loss(self, compute: Callable[[BatchT], BatchOutput], batch: BatchT) -> tuple[BatchOutput, Tensor, int]:
         with self.forward_context():
-            result: object = compute(batch)
-        if not isinstance(result, Mapping) or "loss" not in result:
-            keys = f" with keys {sorted(result)}" if isinstance(result, Mapping) else ""
-            raise TypeError(
-                f"{compute.__name__} must return a dict with a 'loss' tensor (a BatchOutput), "
-                f"got {type(result).__name__}{keys}"
-            )
+            result = cast(object, compute(batch))  # checked below: user hooks may return anything
+        if not _is_mapping(result) or "loss" not in result:
+            raise TypeError(f"{compute.__name__} must return a dict with a 'loss' tensor (a BatchOutput), "
+                            f"got {_describe(result)}")
         batch_output = cast(BatchOutput, result)
         size = batch_output.get("batch_size")
         return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)
@@ -352,8 +385,9 @@ class TrainerHooks(Generic[BatchT]):
 
     def scheduler_step(self) -> None:
         """Step the scheduler once per update that was not skipped."""
-        if self.scheduler is not None:
-            self.scheduler.step()
+        scheduler = self._scheduler_or_none()
+        if scheduler is not None:
+            scheduler.step()
 
     def optimizer_zero_grad(self) -> None:
         assert self.optimizer is not None
@@ -376,8 +410,9 @@ class TrainerHooks(Generic[BatchT]):
         checkpoint: dict[str, Any] = {"model_state_dict": self.get_model(keep_torch_compile=False).state_dict()}
         if save_optimizer and self.optimizer is not None:
             checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
-        if save_scheduler and self.scheduler is not None:
-            checkpoint["scheduler_state_dict"] = self.scheduler.state_dict()
+        scheduler = self._scheduler_or_none()
+        if save_scheduler and scheduler is not None:
+            checkpoint["scheduler_state_dict"] = scheduler.state_dict()
         checkpoint.update(checkpoint_kwargs or {})
         self._accelerator.wait_for_everyone()
         if self.is_local_main_process if save_per_node else self.is_world_main_process:
@@ -398,7 +433,7 @@ class TrainerHooks(Generic[BatchT]):
         except RuntimeError as error:
             raise CheckpointError(f"checkpoint {checkpoint_path} does not fit the model: {error}") from error
         for key, target, wanted in (("optimizer_state_dict", self.optimizer, load_optimizer),
-                                    ("scheduler_state_dict", self.scheduler, load_scheduler)):
+                                    ("scheduler_state_dict", self._scheduler_or_none(), load_scheduler)):
             if wanted and key in checkpoint:
                 if target is None:
                     raise CheckpointError(f"checkpoint {checkpoint_path} has {key} but the trainer has none; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -35,7 +35,7 @@ class InterruptFlag:
 
 
 @contextmanager
-def catch_interrupts(enabled: bool = True) -> Iterator[InterruptFlag]:
+def catch_interrupts(enabled: bool = True) -> Generator[InterruptFlag, None, None]:
     """Route SIGTERM and SIGINT to a flag for the duration of a run (main thread only)."""
     flag = InterruptFlag()
     if not enabled or threading.current_thread() is not threading.main_thread():

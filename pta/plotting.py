@@ -1,5 +1,8 @@
 """Plot a run history's curves to an image file (matplotlib is an optional extra: ``pip install 'pta[plot]'``)."""
 
+# pyright: reportUnknownMemberType=false
+# (matplotlib's own annotations leave parts of the Axes API unknown)
+
 from __future__ import annotations
 
 import os

@@ -57,12 +57,22 @@ class SupportsPrint(Protocol):
     def print(self, *args: Any, **kwargs: Any) -> None: ...
 
 
+class HasScheduler(Protocol):
+    """A trainer with ``SchedulerMixin`` (``scheduler`` is ``None`` in runs without ``create_scheduler_fn``).
+
+    Not part of ``TrainerLike``: a trainer without ``SchedulerMixin`` has no ``scheduler``. A callback
+    that works with any trainer reads ``getattr(trainer, "scheduler", None)``.
+    """
+
+    @property
+    def scheduler(self) -> Any: ...
+
+
 class TrainerLike(HasRunHistory, HasRunConfig, SupportsGather, SupportsPrint, Protocol):
     """Everything a callback may use of the trainer that calls it."""
 
     model: nn.Module
     optimizer: Optimizer | None
-    scheduler: SchedulerLike | None
 
     @property
     def device(self) -> torch.device: ...

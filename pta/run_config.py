@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 
 @dataclass(frozen=True)
@@ -41,5 +41,5 @@ class TrainerRunConfig:
         result: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            result[field.name] = dict(value) if isinstance(value, dict) else value
+            result[field.name] = dict(cast("dict[str, Any]", value)) if isinstance(value, dict) else value
         return result

@@ -78,7 +78,7 @@ def resolve_state_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.name != LATEST or path.is_dir():
         return path
-    candidates = []
+    candidates: list[tuple[int, float, Path]] = []
     for child in path.parent.iterdir() if path.parent.is_dir() else ():
         if child.name.startswith(".") or not (child / META_FILE).is_file():
             continue

@@ -11,7 +11,7 @@ from typing_extensions import override
 from pta._types import BatchT
 from pta.protocols import SchedulerFactory
 from pta.schedulers.scheduler_base import SchedulerBase
-from pta.trainer import DefaultTrainer
+from pta.default_trainer import DefaultTrainer
 
 
 @runtime_checkable
@@ -40,7 +40,7 @@ def timm_scheduler_fn(factory: Callable[[Optimizer], TimmSchedulerLike]) -> Sche
     return cast(SchedulerFactory, factory)  # the trainer checks the scheduler's shape when it creates it
 
 
-class TrainerWithTimmScheduler(DefaultTrainer[BatchT]):
+class TrainerWithTimmScheduler(DefaultTrainer[BatchT, TimmSchedulerLike]):
     """A :class:`pta.DefaultTrainer` for timm schedulers (``step(epoch, metric)``, ``step_update(num_updates)``).
 
     Needs: a ``create_scheduler_fn`` whose scheduler has timm's ``step`` and ``step_update`` (checked when
@@ -60,7 +60,7 @@ class TrainerWithTimmScheduler(DefaultTrainer[BatchT]):
         self._timm_scheduler()
 
     def _timm_scheduler(self) -> TimmSchedulerLike | None:
-        scheduler: object = self.scheduler
+        scheduler = cast(object, self.scheduler)  # typed as the timm protocol, but None outside a run or unchecked
         if scheduler is None:
             return None
         if isinstance(scheduler, SchedulerBase) or not isinstance(scheduler, TimmSchedulerLike):

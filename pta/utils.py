@@ -9,7 +9,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Generic, ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar, cast
 
 import torch
 from torch import nn
@@ -156,7 +156,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """``model`` without ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
     while True:
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            inner = model.module
+            inner = cast(nn.Module, model.module)
         elif isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
             inner = model._orig_mod
         else:

@@ -34,8 +34,9 @@ from tests._helpers import linear_model, params_of, regression_data
 
 LOOP_DOC = Path(__file__).resolve().parent.parent / "docs" / "loop.md"
 
+# DevicePlacementMixin last: AMPMixin and DistributedEvalMixin subclass it, so it must come after them.
 MIXINS: tuple[type[TrainerBase[Any]], ...] = (
-    DevicePlacementMixin, AMPMixin, GradAccumMixin, DistributedEvalMixin, SchedulerMixin,
+    AMPMixin, GradAccumMixin, DistributedEvalMixin, SchedulerMixin, DevicePlacementMixin,
 )
 NEEDS_DEVICE_PLACEMENT = (AMPMixin, DistributedEvalMixin)
 
@@ -54,7 +55,7 @@ BASE_HOOKS = (
 # shows up there and has to be added to docs/loop.md.
 NOT_HOOKS = frozenset({
     "train", "evaluate", "predict", "print", "gather", "get_model", "save_checkpoint", "load_checkpoint",
-    "save_training_state", "load_training_state", "run_intermediate_evaluation",
+    "save_training_state", "load_training_state", "run_intermediate_evaluation", "run_evaluation_epoch",
 })
 # Hooks a plain train()/evaluate() does not call at the top level of the loop (docs/loop.md names each).
 NOT_IN_A_PLAIN_RUN = frozenset({
@@ -84,8 +85,8 @@ class _Noop(TrainerCallback):
 # ---------------------------------------------------------------------------------------------- MRO
 def test_default_trainer_mro_is_pinned() -> None:
     assert [k.__name__ for k in DefaultTrainer.__mro__] == [
-        "DefaultTrainer", "DevicePlacementMixin", "AMPMixin", "GradAccumMixin", "DistributedEvalMixin",
-        "SchedulerMixin", "TrainerBase", "TrainerHooks", "Generic", "object",
+        "DefaultTrainer", "AMPMixin", "GradAccumMixin", "DistributedEvalMixin", "SchedulerMixin",
+        "DevicePlacementMixin", "TrainerBase", "TrainerHooks", "Generic", "object",
     ]
     assert pta.Trainer is DefaultTrainer
     # the docstring that lists the MRO says the same
@@ -94,13 +95,14 @@ def test_default_trainer_mro_is_pinned() -> None:
 
 
 @pytest.mark.parametrize("mixin", NEEDS_DEVICE_PLACEMENT, ids=lambda m: m.__name__)
-def test_mixin_without_its_provider_fails_at_construction(mixin: type[TrainerBase[Any]]) -> None:
-    trainer_cls = type("Incomplete", (mixin, TrainerBase), {})
-    model = linear_model()
-    with pytest.raises(pta.ConfigurationError) as info:
-        trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()])
-    assert mixin.__name__ in str(info.value)
-    assert "DevicePlacementMixin" in str(info.value)
+def test_mixin_cannot_exist_without_its_provider(mixin: type[TrainerBase[Any]]) -> None:
+    # The dependency is structural: every trainer with the mixin has DevicePlacementMixin ...
+    assert issubclass(mixin, DevicePlacementMixin)
+    trainer_cls = type("WithoutNamingIt", (mixin, TrainerBase), {})
+    assert DevicePlacementMixin in trainer_cls.__mro__
+    # ... and listing the provider before the mixin that needs it is refused when the class is created.
+    with pytest.raises(TypeError, match="consistent method resolution"):
+        type("WrongOrder", (DevicePlacementMixin, mixin, TrainerBase), {})
 
 
 # ------------------------------------------------------------------------- every subset of mixins
@@ -135,15 +137,10 @@ def test_every_composition_reaches_every_base_hook(
 ) -> None:
     reached: set[str] = set()
     _instrument_base(monkeypatch, reached)
-    trainer_cls: type[TrainerBase[Any]] = type(f"Probe_{_subset_id(subset)}", (*subset, TrainerBase), {})
+    # Any: the subset is only known at run time (the typing tests check what each composition accepts)
+    trainer_cls: Any = type(f"Probe_{_subset_id(subset)}", (*subset, TrainerBase), {})
     model = linear_model()
     kwargs: dict[str, Any] = {"mixed_precision": "bf16"} if AMPMixin in subset else {}
-
-    missing_provider = DevicePlacementMixin not in subset and any(m in subset for m in NEEDS_DEVICE_PLACEMENT)
-    if missing_provider:
-        with pytest.raises(pta.ConfigurationError, match="DevicePlacementMixin"):
-            trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()], **kwargs)
-        return
 
     trainer = trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()], **kwargs)
     before = params_of(model)
@@ -186,13 +183,12 @@ def test_user_override_without_super_raises_hook_chain_error() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, params_of(trainer.get_model()), strict=True))
 
 
-def test_mixin_override_without_super_raises_hook_chain_error() -> None:
-    trainer_cls = type("Composed", (ForgetfulConfigureMixin, DevicePlacementMixin, SchedulerMixin, TrainerBase), {})
-    model = linear_model()
-    trainer = trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()])
+def test_mixin_override_without_super_fails_when_composed() -> None:
+    # Alone, ForgetfulConfigureMixin replaces TrainerBase's default: allowed. Above SchedulerMixin, whose
+    # configure_run creates the scheduler, it would silently drop it: the composed class is refused.
     with pytest.raises(pta.HookChainError, match=r"configure_run") as info:
-        trainer.train(regression_data(8), 1, per_device_batch_size=4)
-    assert "ForgetfulConfigureMixin" in str(info.value)
+        type("Composed", (ForgetfulConfigureMixin, DevicePlacementMixin, SchedulerMixin, TrainerBase), {})
+    assert "ForgetfulConfigureMixin" in str(info.value) and "SchedulerMixin" in str(info.value)
 
 
 # (hook, entry point) for every cooperative hook whose chain the loop checks
@@ -209,9 +205,10 @@ def test_every_cooperative_hook_chain_is_checked(hook: str, entry: str) -> None:
     def forgetful(self: TrainerBase[Any]) -> Any:
         return {} if hook == "accelerator_kwargs" else None
 
-    trainer_cls: type[TrainerBase[Any]] = type("Forgetful", (DefaultTrainer,), {hook: forgetful})
     model = linear_model()
     with pytest.raises(pta.HookChainError, match=hook):
+        # hooks that a mixin overrides fail when the class is created, TrainerBase's own ones when called
+        trainer_cls: type[TrainerBase[Any]] = type("Forgetful", (DefaultTrainer,), {hook: forgetful})
         trainer = trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()])
         if entry == "train":
             trainer.train(regression_data(8), 1, eval_dataset=regression_data(4), per_device_batch_size=4)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
 from torch import nn
 from typing_extensions import override
 
-from pta import BatchOutput, DefaultTrainer
+from pta import BatchOutput, DefaultTrainer, MixedPrecision
 
 from ._helpers import classification_data
 
@@ -36,7 +36,7 @@ def _trainer(precision: str, **kwargs: Any) -> tuple[Probe, nn.Module]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 3))
     trainer = Probe(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=(),
-                    mixed_precision=precision, **kwargs)  # type: ignore[arg-type]  # parametrised literal
+                    mixed_precision=cast(MixedPrecision, precision), **kwargs)  # parametrised literal
     return trainer, model
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 
@@ -38,23 +38,28 @@ class SupportsIntermediateEvaluation(Protocol):
 
 @runtime_checkable
 class HasDataloaders(Protocol):
-    """The dataloaders the loop reads at the start of every epoch (pytorch-accelerated's attribute names)."""
+    """The dataloaders the loop reads at the start of every epoch, replaceable by a callback."""
 
-    _train_dataloader: Any
-    _eval_dataloader: Any
+    @property
+    def train_dataloader(self) -> Any: ...
+
+    @train_dataloader.setter
+    def train_dataloader(self, dataloader: Iterable[Any] | None) -> None: ...
+
+    @property
+    def eval_dataloader(self) -> Any: ...
+
+    @eval_dataloader.setter
+    def eval_dataloader(self, dataloader: Iterable[Any] | None) -> None: ...
 
 
 @runtime_checkable
 class SupportsExtraEvalEpoch(Protocol):
-    """What ``ModelEmaCallback`` needs to run one more evaluation epoch with its own callbacks.
-
-    ``_run_eval_epoch`` is ``TrainerBase``'s evaluation epoch; it reads ``callback_handler`` when it starts.
-    """
+    """What ``ModelEmaCallback`` needs to run one more evaluation epoch with its own callbacks."""
 
     callback_handler: CallbackHandler
-    _eval_dataloader: Any
 
-    def _run_eval_epoch(self, dataloader: Iterable[Any], *, metric_name: str, is_intermediate: bool = False) -> None: ...
+    def run_evaluation_epoch(self, metric_name: str = "eval_loss_epoch") -> None: ...
 
 
 def _missing(trainer: TrainerLike, who: str, what: str) -> TypeError:
@@ -68,34 +73,31 @@ def training_states(trainer: TrainerLike, who: str) -> SupportsTrainingState:
 
 
 def intermediate_evaluation(trainer: TrainerLike, who: str) -> SupportsIntermediateEvaluation:
-    if not isinstance(trainer, SupportsIntermediateEvaluation):
+    if not isinstance(cast(object, trainer), SupportsIntermediateEvaluation):  # untyped callers
         raise _missing(trainer, who, "run_intermediate_evaluation()")
     return trainer
 
 
 def dataloaders(trainer: TrainerLike, who: str) -> HasDataloaders:
-    if not isinstance(trainer, HasDataloaders):
-        raise _missing(trainer, who, "the _train_dataloader and _eval_dataloader attributes")
-    return trainer
+    candidate = cast(object, trainer)  # untyped callers may pass anything
+    if not isinstance(candidate, HasDataloaders):
+        raise _missing(trainer, who, "settable train_dataloader and eval_dataloader properties")
+    return candidate
 
 
 def extra_eval_epochs(trainer: TrainerLike, who: str) -> SupportsExtraEvalEpoch:
     if not isinstance(trainer, SupportsExtraEvalEpoch):
-        raise _missing(trainer, who, "callback_handler and _run_eval_epoch()")
+        raise _missing(trainer, who, "callback_handler and run_evaluation_epoch()")
     return trainer
 
 
 def updates_done(trainer: TrainerLike) -> int | None:
     """The number of optimizer updates of the run so far, continuing across epochs and resumes.
 
-    Read from the trainer's ``num_updates`` (a public property, where the trainer has one) or
-    ``TrainerBase``'s ``_num_updates``; ``None`` for a trainer with neither.
+    Read from the trainer's public ``num_updates`` property; ``None`` for a trainer without one.
     """
-    for name in ("num_updates", "_num_updates"):
-        value = getattr(trainer, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+    value = getattr(trainer, "num_updates", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class UpdateCounter:

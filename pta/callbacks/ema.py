@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ class ModelEmaCallback(SaveBestModelCallback):
         return self.ema_model
 
     @contextmanager
-    def _ema_swapped_in(self, trainer: TrainerLike) -> Iterator[nn.Module]:
+    def _ema_swapped_in(self, trainer: TrainerLike) -> Generator[nn.Module, None, None]:
         """``trainer.model`` is the EMA module inside the block, the model again afterwards."""
         model, trainer.model = trainer.model, self._ema().module
         try:
@@ -118,7 +118,7 @@ class ModelEmaCallback(SaveBestModelCallback):
             runner.callback_handler = self.callback_handler
             history.set_metric_name_prefix(self._track_prefix)
             try:
-                runner._run_eval_epoch(runner._eval_dataloader, metric_name="eval_loss_epoch")
+                runner.run_evaluation_epoch("eval_loss_epoch")
             finally:
                 runner.callback_handler = handler
                 history.set_metric_name_prefix(prefix)

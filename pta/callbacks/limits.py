@@ -33,16 +33,16 @@ class LimitBatchesCallback(TrainerCallback):
     @override
     def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
-        if loaders._train_dataloader is not None:
-            loaders._train_dataloader = DataLoaderSlice(loaders._train_dataloader, self.num_batches)
-        if loaders._eval_dataloader is not None:
-            loaders._eval_dataloader = DataLoaderSlice(loaders._eval_dataloader, self.num_batches)
+        if loaders.train_dataloader is not None:
+            loaders.train_dataloader = DataLoaderSlice(loaders.train_dataloader, self.num_batches)
+        if loaders.eval_dataloader is not None:
+            loaders.eval_dataloader = DataLoaderSlice(loaders.eval_dataloader, self.num_batches)
 
     @override
     def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
-        if loaders._eval_dataloader is not None:
-            loaders._eval_dataloader = DataLoaderSlice(loaders._eval_dataloader, self.num_batches)
+        if loaders.eval_dataloader is not None:
+            loaders.eval_dataloader = DataLoaderSlice(loaders.eval_dataloader, self.num_batches)
 
 
 class _SwitchableLimit:
@@ -81,18 +81,18 @@ class LimitEvalStepsCallback(TrainerCallback):
 
     def _wrap(self, trainer: TrainerLike) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
-        if loaders._eval_dataloader is not None and not isinstance(loaders._eval_dataloader, _SwitchableLimit):
-            self._original_eval_dataloader = loaders._eval_dataloader
-            loaders._eval_dataloader = _SwitchableLimit(loaders._eval_dataloader)
+        if loaders.eval_dataloader is not None and not isinstance(loaders.eval_dataloader, _SwitchableLimit):
+            self._original_eval_dataloader = loaders.eval_dataloader
+            loaders.eval_dataloader = _SwitchableLimit(loaders.eval_dataloader)
 
     def _unwrap(self, trainer: TrainerLike) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
-        if isinstance(loaders._eval_dataloader, _SwitchableLimit):
-            loaders._eval_dataloader = loaders._eval_dataloader.dataloader
+        if isinstance(loaders.eval_dataloader, _SwitchableLimit):
+            loaders.eval_dataloader = loaders.eval_dataloader.dataloader
         self._original_eval_dataloader = None
 
     def _limiter(self, trainer: TrainerLike) -> _SwitchableLimit | None:
-        loader = dataloaders(trainer, type(self).__name__)._eval_dataloader
+        loader = dataloaders(trainer, type(self).__name__).eval_dataloader
         return loader if isinstance(loader, _SwitchableLimit) else None
 
     @override

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from typing_extensions import override
 from pta.callbacks.base import TrainerCallback
 from pta.protocols import TrainerLike
 
-_convert: Callable[[nn.Module], nn.Module] = nn.SyncBatchNorm.convert_sync_batchnorm  # torch leaves it unannotated
+_convert = cast("Callable[[nn.Module], nn.Module]", getattr(nn.SyncBatchNorm, "convert_sync_batchnorm"))  # torch leaves it unannotated
 
 
 def _world_size() -> int:
@@ -21,7 +21,8 @@ def _world_size() -> int:
 
 
 def _plain_batchnorms(model: nn.Module) -> list[str]:
-    return [name or type(model).__name__ for name, module in model.named_modules()
+    modules: list[tuple[str, nn.Module]] = list(model.named_modules())  # pyright: ignore[reportUnknownArgumentType]  # torch's generator is partly unannotated
+    return [name or type(model).__name__ for name, module in modules
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm)]
 
 

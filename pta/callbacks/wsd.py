@@ -109,7 +109,7 @@ class WSDCheckpointCallback(TrainerCallback):
 
     @staticmethod
     def _scheduler(trainer: TrainerLike) -> WSDSchedulerLike:
-        scheduler: object = trainer.scheduler
+        scheduler: object = getattr(trainer, "scheduler", None)  # only trainers with SchedulerMixin have one
         if not isinstance(scheduler, WSDSchedulerLike):
             raise ValueError(  # noqa: TRY004 - pytorch-accelerated raises ValueError here"Scheduler must implement get_checkpoint_steps(), get_phase_info() and get_current_step(). "
                              f"Are you using WSDLrScheduler? Got {type(scheduler).__name__}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 from torch import nn
 from typing_extensions import override
@@ -21,7 +23,7 @@ class DevicePlacementMixin(TrainerBase[BatchT]):
     State: none; after a run ``model`` is the unwrapped user model again.
     """
 
-    places_on_device = True
+    places_on_device: ClassVar[Literal[True]] = True
 
     @override
     def prepare_components(self) -> None:

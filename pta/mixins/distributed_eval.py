@@ -12,14 +12,13 @@ from pta._accelerate import set_even_batches
 from pta._meter import LossMeter
 from pta._types import BatchT
 from pta._validation import ConfigurationError
-from pta.base import TrainerBase
 from pta.mixins.device import DevicePlacementMixin
 
 
-class DistributedEvalMixin(TrainerBase[BatchT]):
+class DistributedEvalMixin(DevicePlacementMixin[BatchT]):
     """Exact cross-process evaluation: no duplicated samples, no hangs on uneven last batches.
 
-    Needs: ``DevicePlacementMixin`` (its prepared, sharded eval dataloader).
+    Needs: ``DevicePlacementMixin``, as its base class (its prepared, sharded eval dataloader).
     Provides: eval batches sharded without padding duplicates; every process runs the same number of
         eval steps (a process that runs out repeats its last batch with ``eval_step_is_padding=True``,
         which is left out of the loss and of ``gather``), so collectives inside steps line up;
@@ -28,8 +27,6 @@ class DistributedEvalMixin(TrainerBase[BatchT]):
     Overrides: ``configure_run``, ``iterate_eval_batches``, ``gather``, ``reduce_epoch_loss``.
     State: ``_eval_step_is_padding`` (declared on ``TrainerBase``).
     """
-
-    requires = (DevicePlacementMixin,)
 
     @override
     def configure_run(self) -> None:

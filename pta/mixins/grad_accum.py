@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -29,7 +29,7 @@ class GradAccumMixin(TrainerBase[BatchT]):
         window's losses were divided by); created in ``training_run_start``.
     """
 
-    accumulates_gradients = True
+    accumulates_gradients: ClassVar[Literal[True]] = True
 
     @override
     def training_run_start(self) -> None:
@@ -78,7 +78,7 @@ class GradAccumMixin(TrainerBase[BatchT]):
             if factor != 1.0:
                 grads = [p.grad for p in self.model.parameters() if p.grad is not None]
                 if grads:
-                    torch._foreach_mul_(grads, factor)
+                    torch._foreach_mul_(grads, factor)  # pyright: ignore[reportPrivateImportUsage]  # torch's public fused op
         super().before_optimizer_step()
 
     @override

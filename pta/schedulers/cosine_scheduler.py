@@ -127,7 +127,7 @@ class CosineLrScheduler(StatefulSchedulerBase):
         """The lr of each group for the update that has ``num_updates`` updates before it."""
         peak = max(self.warmup_iterations - 1, 0)  # the update that uses the group's lr
         last_decay = self.total_iterations - self.num_cooldown_iterations - 1  # the first update at the minimum
-        values = []
+        values: list[float] = []
         for base, minimum, start in zip(self.base_lr_values, self._min_values(), self._start_values(), strict=True):
             if num_updates < peak:
                 value = min(max(start + (base - start) * (num_updates / peak), start), base)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch.optim import Optimizer
 from typing_extensions import override
@@ -86,7 +86,7 @@ class SchedulerBase(ABC):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the attributes saved by :meth:`state_dict`."""
-        self.__dict__.update({key: value for key, value in state_dict.items() if key != "optimizer"})
+        vars(self).update({key: value for key, value in state_dict.items() if key != "optimizer"})
 
 
 class StatefulSchedulerBase(SchedulerBase, ABC):
@@ -130,12 +130,13 @@ class StatefulSchedulerBase(SchedulerBase, ABC):
         """Restore saved ``base_lr_values`` (absent in states written by pytorch-accelerated: then kept)."""
         if values is None:
             return
-        if not isinstance(values, Sequence) or len(values) != len(self.optimizer.param_groups):
+        saved = cast("Sequence[object]", values) if isinstance(values, Sequence) else None
+        if saved is None or len(saved) != len(self.optimizer.param_groups):
             raise ValueError(
                 f"the saved base_lr_values {values!r} do not match the optimizer's "
                 f"{len(self.optimizer.param_groups)} parameter groups"
             )
-        self.base_lr_values = [float(v) for v in values]
+        self.base_lr_values = [float(cast(float, v)) for v in saved]
 
     @abstractmethod
     @override
