@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pta import _validation as check
+from pta._agreement import StopAgreement
 from pta._accelerate import set_seed, skip_first_batches
 from pta._data import length
 from pta._types import BatchT
@@ -43,8 +44,10 @@ __all__ = ["HookChainError", "TrainerBase"]
 class TrainerBase(TrainerHooks[BatchT]):
     """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls."""
 
-    interrupt_check_every: ClassVar[int] = 10
-    """In multi-process runs, how many steps apart the processes agree on a pending SIGTERM/SIGINT."""
+    interrupt_grace_s: ClassVar[float] = 60.0
+    """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary (and start the
+    interrupt save) before the process exits anyway: a process blocked for good (a peer is gone, the
+    launcher died) must not outlive its launcher."""
 
     def train(
         self,
@@ -174,6 +177,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)
         self._num_updates, self._batches_done, self._epoch_phase, self._resume = 0, 0, "train", None
+        self._agreement = StopAgreement(self._accelerator.num_processes)
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
                            max_steps: int | None, clip_value: float | None, clip_norm: float | None) -> TrainerRunConfig:
@@ -197,13 +201,13 @@ class TrainerBase(TrainerHooks[BatchT]):
         )
 
     def _run_training(self, resume_dir: Path | None) -> None:
-        with catch_interrupts(self.interrupt_state_dir is not None) as self._interrupt:
+        with catch_interrupts(self.interrupt_state_dir is not None, self.interrupt_grace_s) as self._interrupt:
             self._call_chain("training_run_start", self.training_run_start)
             if resume_dir is not None:  # after training_run_start, which creates the mixins' per-run state
                 self.load_training_state(resume_dir)
                 self.print(f"Resuming from {resume_dir} (epoch {self.run_history.current_epoch}, "
                            f"{self._batches_done} batches into it, {self._num_updates} updates done)")
-            self.callback_handler.call_event("on_training_run_start", self)
+            self._agreed_event("on_training_run_start")
             while self.run_history.current_epoch < self._first_epoch + self.run_config.num_epochs:
                 try:
                     reached_max = self._run_epoch()
@@ -213,6 +217,7 @@ class TrainerBase(TrainerHooks[BatchT]):
                 if reached_max:
                     self.print(f"Reached max_num_train_steps={self.run_config.max_num_train_steps} optimizer updates")
                     break
+            self._agreement.agree()  # the final save below is done by all processes or by none
             self._call_chain("training_run_end", self.training_run_end)
             self.callback_handler.call_event("on_training_run_end", self)
 
@@ -234,7 +239,7 @@ class TrainerBase(TrainerHooks[BatchT]):
             self._run_eval_epoch(self._eval_dataloader, metric_name="eval_loss_epoch")
         self._epoch_phase = "done"
         self.training_run_epoch_end()
-        self.callback_handler.call_event("on_training_run_epoch_end", self)
+        self._agreed_event("on_training_run_epoch_end")
         self.run_history._increment_epoch()
         self._epoch_phase, self._batches_done = "train", 0
         return reached_max
@@ -273,15 +278,15 @@ class TrainerBase(TrainerHooks[BatchT]):
                 self._num_updates += 1
                 reached_max = self._max_steps_reached()
             self._batches_done = step + 1
-            handler.call_event("on_train_step_end", self, batch_output=batch_output, batch=batch, step=step)
-            if self._interrupt_requested(step):
-                self._save_interrupted_state()
+            signum = self._agreed_event("on_train_step_end", batch_output=batch_output, batch=batch, step=step)
+            if signum:
+                self._save_interrupted_state(signum)
             if reached_max:
                 break
         self.train_epoch_end()
         self.run_history.update_metric("train_loss_epoch", self.reduce_epoch_loss(self._train_loss))
         self._epoch_phase = "eval"
-        handler.call_event("on_train_epoch_end", self)
+        self._agreed_event("on_train_epoch_end")
         return reached_max
 
     def _train_batches(self, dataloader: Iterable[Any], resume: dict[str, Any] | None) -> Iterator[tuple[int, Any]]:
@@ -318,21 +323,19 @@ class TrainerBase(TrainerHooks[BatchT]):
         self._eval_step_is_padding = False
         self.eval_epoch_end()
         self.run_history.update_metric(metric_name, self.reduce_epoch_loss(self._eval_loss))
-        handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
+        self._agreed_event("on_eval_epoch_end", is_intermediate=is_intermediate)
 
-    # ------------------------------------------------------------------ interrupts
-    def _interrupt_requested(self, step: int) -> bool:
-        local = self._interrupt.signum or 0
-        if self._accelerator.num_processes == 1:
-            return local != 0
-        if (step + 1) % self.interrupt_check_every:
-            return False
-        signums = self._accelerator.gather(torch.tensor([local], device=self.device))
-        self._interrupt.signum = int(signums.max().item()) or None
-        return self._interrupt.signum is not None
+    # ------------------------------------------------------------------ stops and interrupts
+    def _agreed_event(self, event: str, **kwargs: Any) -> int:
+        """Dispatch an event after which processes may diverge; in multi-process runs they then agree:
+        a stop or error raised on one process is raised on all (``pta._agreement``). Returns the
+        pending signal number (the highest over all processes)."""
+        with self._agreement.capture():
+            self.callback_handler.call_event(event, self, **kwargs)
+        return self._agreement.agree(self._interrupt.signum or 0)
 
-    def _save_interrupted_state(self) -> None:
-        signum = self._interrupt.signum or 0
+    def _save_interrupted_state(self, signum: int) -> None:
+        self._interrupt.acknowledge()  # the save may take long; it is no longer a process that hangs
         assert self.interrupt_state_dir is not None
         directory = self.save_training_state(self.interrupt_state_dir)
         self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"
