@@ -38,7 +38,7 @@ def _default_timeout() -> timedelta | None:
             timeout = group._get_backend(torch.device(device)).options._timeout
         except (RuntimeError, AttributeError):
             continue
-        return timeout if isinstance(timeout, timedelta) else None
+        return timeout
     return None
 
 

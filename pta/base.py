@@ -20,7 +20,7 @@ from pta._agreement import StopAgreement
 from pta._accelerate import set_seed, skip_first_batches
 from pta._data import length
 from pta._types import BatchT
-from pta.callbacks.base import StopTrainingError
+from pta.callbacks.base import EventName, StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
 from pta.hooks import HookChainError, TrainerHooks
 from pta.interrupt import TrainingInterrupted, catch_interrupts
@@ -291,7 +291,12 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def _train_batches(self, dataloader: Iterable[Any], resume: dict[str, Any] | None) -> Iterator[tuple[int, Any]]:
         """Enumerate the epoch's batches; after a resume, skip the batches already trained (by index,
-        without loading them) and put every RNG back where the interrupted run had it."""
+        without loading them) and put every RNG back where the interrupted run had it.
+
+        The sampler's generator is NOT put back mid-epoch: the skipping loader replays the whole epoch's
+        sampling from the epoch-start state, and a sampler draws again when it is exhausted (a second
+        ``randperm``), which the loader's look-ahead reaches a batch or two before the end. Restoring
+        the save point's generator after that draw would lose it and change every later epoch's shuffle."""
         generator = sampler_generator(dataloader)
         if resume is None:
             self._epoch_rng, start = capture_rng(generator), 0
@@ -302,11 +307,11 @@ class TrainerBase(TrainerHooks[BatchT]):
         resumed = resume is None
         for index, batch in enumerate(loader):
             if not resumed:
-                restore_rng(resume["rng"], generator)  # type: ignore[index]  # resume is set here
+                restore_rng(resume["rng"])  # type: ignore[index]  # resume is set here
                 resumed = True
             yield start + index, batch
         if not resumed:
-            restore_rng(resume["rng"], generator)  # type: ignore[index]  # nothing was left of the epoch
+            restore_rng(resume["rng"])  # type: ignore[index]  # nothing was left of the epoch
 
     def _run_eval_epoch(self, dataloader: Iterable[Any], *, metric_name: str, is_intermediate: bool = False) -> None:
         handler = self.callback_handler
@@ -326,7 +331,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         self._agreed_event("on_eval_epoch_end", is_intermediate=is_intermediate)
 
     # ------------------------------------------------------------------ stops and interrupts
-    def _agreed_event(self, event: str, **kwargs: Any) -> int:
+    def _agreed_event(self, event: EventName, **kwargs: Any) -> int:
         """Dispatch an event after which processes may diverge; in multi-process runs they then agree:
         a stop or error raised on one process is raised on all (``pta._agreement``). Returns the
         pending signal number (the highest over all processes)."""
