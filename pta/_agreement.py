@@ -76,6 +76,14 @@ class StopAgreement:
             if self._pending is None:
                 self._pending = error
 
+    def broadcast(self, value: Any) -> Any:
+        """Process 0's ``value`` on every process (one collective; none in single-process runs)."""
+        if self._group is None:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0, group=self._group)
+        return holder[0]
+
     def agree(self, signum: int = 0) -> int:
         """Exchange this process's state with all others; returns the highest pending signal number.
 

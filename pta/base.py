@@ -8,7 +8,7 @@ override calling ``super()``. docs/loop.md gives the order of hooks and callback
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader
 
 from pta import _validation as check
 from pta._agreement import StopAgreement
-from pta._accelerate import set_seed, skip_first_batches
+from pta._autoresume import AUTO, latest_state, state_directories
+from pta._epoch_batches import epoch_batches
+from pta._accelerate import set_seed
 from pta._data import length
 from pta._types import BatchT
 from pta.callbacks.base import EventName, StopTrainingError
@@ -73,17 +75,23 @@ class TrainerBase(TrainerHooks[BatchT]):
 
         ``resume_from`` continues a run from a directory written by ``save_training_state`` (or
         ``"<dir>/latest"`` for the newest complete state in ``<dir>``) with the same arguments: only the
-        work the interrupted call had left is done.
+        work the interrupted call had left is done. ``resume_from="auto"`` continues from the most
+        advanced complete state in the run's state directories (every ``SaveTrainingStateCallback``'s
+        ``save_dir`` and ``interrupt_state_dir``) and starts fresh when there is none: the same command
+        then serves the first start and every restart (``torchrun --max-restarts``).
         """
         check.check_train_arguments(self, locals())
-        resume_dir = resolve_state_dir(resume_from) if resume_from is not None else None
+        auto = isinstance(resume_from, str) and resume_from == AUTO
+        resume_dir = resolve_state_dir(resume_from) if resume_from is not None and not auto else None
         if resume_dir is not None:
             read_meta(resume_dir)  # a missing or corrupt state fails before any work
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.create_scheduler_fn, self.collate_fn, self.scheduler = create_scheduler_fn, collate_fn, None
+        self._start_run()
+        if auto:
+            resume_dir = self._auto_resume_dir()
         if reset_run_history and resume_dir is None:
             self.run_history.reset()
-        self._start_run()
         self._first_epoch = self.run_history.current_epoch  # num_epochs counts from here (pa: num_epochs more)
         self._train_dataloader = self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs)
         self._eval_dataloader = (
@@ -262,7 +270,8 @@ class TrainerBase(TrainerHooks[BatchT]):
         handler.call_event("on_train_epoch_start", self)
         num_batches = length(dataloader)
         reached_max = False
-        for step, batch in self._train_batches(dataloader, resume):
+        self._epoch_rng, batches = epoch_batches(dataloader, resume)
+        for step, batch in batches:
             handler.call_event("on_train_step_start", self)
             is_update = self.is_update_step(step, num_batches)
             with self.train_step_context(is_update):
@@ -289,30 +298,6 @@ class TrainerBase(TrainerHooks[BatchT]):
         self._agreed_event("on_train_epoch_end")
         return reached_max
 
-    def _train_batches(self, dataloader: Iterable[Any], resume: dict[str, Any] | None) -> Iterator[tuple[int, Any]]:
-        """Enumerate the epoch's batches; after a resume, skip the batches already trained (by index,
-        without loading them) and put every RNG back where the interrupted run had it.
-
-        The sampler's generator is NOT put back mid-epoch: the skipping loader replays the whole epoch's
-        sampling from the epoch-start state, and a sampler draws again when it is exhausted (a second
-        ``randperm``), which the loader's look-ahead reaches a batch or two before the end. Restoring
-        the save point's generator after that draw would lose it and change every later epoch's shuffle."""
-        generator = sampler_generator(dataloader)
-        if resume is None:
-            self._epoch_rng, start = capture_rng(generator), 0
-        else:
-            self._epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
-            restore_rng(self._epoch_rng, generator)  # the epoch's shuffle is drawn again, identically
-        loader = skip_first_batches(dataloader, start) if start else dataloader  # type: ignore[arg-type]  # any DataLoader
-        resumed = resume is None
-        for index, batch in enumerate(loader):
-            if not resumed:
-                restore_rng(resume["rng"])  # type: ignore[index]  # resume is set here
-                resumed = True
-            yield start + index, batch
-        if not resumed:
-            restore_rng(resume["rng"])  # type: ignore[index]  # nothing was left of the epoch
-
     def _run_eval_epoch(self, dataloader: Iterable[Any], *, metric_name: str, is_intermediate: bool = False) -> None:
         handler = self.callback_handler
         self._call_chain("eval_epoch_start", self.eval_epoch_start)
@@ -330,13 +315,25 @@ class TrainerBase(TrainerHooks[BatchT]):
         self.run_history.update_metric(metric_name, self.reduce_epoch_loss(self._eval_loss))
         self._agreed_event("on_eval_epoch_end", is_intermediate=is_intermediate)
 
+    def _auto_resume_dir(self) -> Path | None:
+        """Process 0 picks the state for ``resume_from="auto"``; every process resumes from the same one."""
+        directories = state_directories(self.callback_handler.callbacks, self.interrupt_state_dir)
+        chosen: Path | None = self._agreement.broadcast(latest_state(directories) if self.is_world_main_process
+                                                        else None)
+        if chosen is None:
+            self.print(f"resume_from='auto': no training state in {', '.join(map(str, directories)) or '(none)'}; "
+                       "starting fresh")
+        return chosen
+
     # ------------------------------------------------------------------ stops and interrupts
     def _agreed_event(self, event: EventName, **kwargs: Any) -> int:
         """Dispatch an event after which processes may diverge; in multi-process runs they then agree:
         a stop or error raised on one process is raised on all (``pta._agreement``). Returns the
         pending signal number (the highest over all processes)."""
+        handler = self.callback_handler  # multi-process: callbacks after one that raised still run, as elsewhere
+        dispatch = handler.call_event_all if self._agreement.distributed else handler.call_event
         with self._agreement.capture():
-            self.callback_handler.call_event(event, self, **kwargs)
+            dispatch(event, self, **kwargs)
         return self._agreement.agree(self._interrupt.signum or 0)
 
     def _save_interrupted_state(self, signum: int) -> None:

@@ -3,8 +3,8 @@
     torchrun --nproc_per_node 2 tests/distributed/workers/stop_one_rank.py OUT_DIR MODE
 
 MODE ``stop``: rank 1 raises ``StopTrainingError`` in ``on_train_step_end`` of step 15, with
-``SaveTrainingStateCallback(save_at_end=True)``; both ranks must stop after step 15 and save ``final``
-together. MODE ``error``: rank 1 raises ``RuntimeError`` there instead; both ranks must end at once,
+``SaveTrainingStateCallback(save_every_n_steps=5, save_at_end=True)`` after it; both ranks must save
+``step_15``, stop after step 15 and save ``final`` together. MODE ``error``: rank 1 raises ``RuntimeError`` there instead; both ranks must end at once,
 with no final save. MODE ``block``: at step 3 each rank writes ``pid<rank>`` into OUT_DIR, then rank 1
 sleeps for good (rank 0 waits in a collective for it): the test kills the launcher, and both workers
 must exit on their own.
@@ -66,7 +66,8 @@ def main(out_dir: Path) -> dict[str, Any]:
     mode = sys.argv[2]
     model = mlp(seed=0)
     observer = StopOnRankOne(mode, out_dir)
-    saver = SaveTrainingStateCallback(out_dir / "states", save_at_end=True)
+    # The saver runs after the callback that stops: on rank 1 too, or rank 0 would wait in its save alone.
+    saver = SaveTrainingStateCallback(out_dir / "states", save_every_n_steps=5, save_at_end=True)
     trainer = QuickTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),
                              callbacks=[observer, saver], accelerator_options=accelerator_options())
     started = time.monotonic()
