@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pta._agreement import StopAgreement
 from pta.callbacks.base import TrainerCallback
 from pta.callbacks.training_state import SaveTrainingStateCallback
 from pta.checkpoint import CheckpointError
 from pta.state import LATEST, META_FILE, read_meta, resolve_state_dir
+
+if TYPE_CHECKING:
+    from pta.base import TrainerBase
 
 AUTO = "auto"
 _PHASES = {"train": 0, "eval": 1, "done": 2}
@@ -54,3 +58,13 @@ def latest_state(directories: Iterable[Path]) -> Path | None:
             if best is None or key > best[0]:
                 best = (key, state)
     return None if best is None else best[1]
+
+
+def auto_resume_dir(trainer: TrainerBase[Any], agreement: StopAgreement) -> Path | None:
+    """Process 0 picks the state for ``resume_from="auto"``; every process resumes from the same one."""
+    directories = state_directories(trainer.callback_handler.callbacks, trainer.interrupt_state_dir)
+    chosen: Path | None = agreement.broadcast(latest_state(directories) if trainer.is_world_main_process else None)
+    if chosen is None:
+        trainer.print(f"resume_from='auto': no training state in {', '.join(map(str, directories)) or '(none)'}; "
+                      "starting fresh")
+    return chosen

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from pta import _validation as check
 from pta._agreement import StopAgreement
-from pta._autoresume import AUTO, latest_state, state_directories
+from pta._autoresume import AUTO, auto_resume_dir
 from pta._epoch_batches import epoch_batches
 from pta._accelerate import set_seed
 from pta._data import length
@@ -47,9 +47,8 @@ class TrainerBase(TrainerHooks[BatchT]):
     """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls."""
 
     interrupt_grace_s: ClassVar[float] = 60.0
-    """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary (and start the
-    interrupt save) before the process exits anyway: a process blocked for good (a peer is gone, the
-    launcher died) must not outlive its launcher."""
+    """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary before the process
+    exits anyway (blocked for good: a peer is gone, the launcher died); see ``pta.interrupt``."""
 
     def train(
         self,
@@ -89,7 +88,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         self.create_scheduler_fn, self.collate_fn, self.scheduler = create_scheduler_fn, collate_fn, None
         self._start_run()
         if auto:
-            resume_dir = self._auto_resume_dir()
+            resume_dir = auto_resume_dir(self, self._agreement)
         if reset_run_history and resume_dir is None:
             self.run_history.reset()
         self._first_epoch = self.run_history.current_epoch  # num_epochs counts from here (pa: num_epochs more)
@@ -315,25 +314,16 @@ class TrainerBase(TrainerHooks[BatchT]):
         self.run_history.update_metric(metric_name, self.reduce_epoch_loss(self._eval_loss))
         self._agreed_event("on_eval_epoch_end", is_intermediate=is_intermediate)
 
-    def _auto_resume_dir(self) -> Path | None:
-        """Process 0 picks the state for ``resume_from="auto"``; every process resumes from the same one."""
-        directories = state_directories(self.callback_handler.callbacks, self.interrupt_state_dir)
-        chosen: Path | None = self._agreement.broadcast(latest_state(directories) if self.is_world_main_process
-                                                        else None)
-        if chosen is None:
-            self.print(f"resume_from='auto': no training state in {', '.join(map(str, directories)) or '(none)'}; "
-                       "starting fresh")
-        return chosen
-
     # ------------------------------------------------------------------ stops and interrupts
     def _agreed_event(self, event: EventName, **kwargs: Any) -> int:
         """Dispatch an event after which processes may diverge; in multi-process runs they then agree:
         a stop or error raised on one process is raised on all (``pta._agreement``). Returns the
         pending signal number (the highest over all processes)."""
-        handler = self.callback_handler  # multi-process: callbacks after one that raised still run, as elsewhere
-        dispatch = handler.call_event_all if self._agreement.distributed else handler.call_event
-        with self._agreement.capture():
-            dispatch(event, self, **kwargs)
+        if not self._agreement.distributed:  # nothing to agree on, no host sync
+            self.callback_handler.call_event(event, self, **kwargs)
+            return self._interrupt.signum or 0
+        with self._agreement.capture():  # callbacks after one that raised still run, as on the other processes
+            self.callback_handler.call_event_all(event, self, **kwargs)
         return self._agreement.agree(self._interrupt.signum or 0)
 
     def _save_interrupted_state(self, signum: int) -> None:
