@@ -20,15 +20,12 @@ import torch
 import torch.distributed as dist
 
 from pta.callbacks.base import StopTrainingError
+from pta.interrupt import DistributedRunError
 
 __all__ = ["DistributedRunError", "StopAgreement"]
 
 _CONTROL_GROUPS: dict[int, Any] = {}
 _NONE, _STOP, _ERROR = 0, 1, 2
-
-
-class DistributedRunError(RuntimeError):
-    """Raised on every other process when one process of a multi-process run failed with an exception."""
 
 
 def _default_timeout() -> timedelta | None:

@@ -37,6 +37,11 @@ class TrainingInterrupted(SystemExit):
         self.state_dir = state_dir
 
 
+class DistributedRunError(RuntimeError):
+    """Raised on every other process when one process of a multi-process run failed with an exception
+    (that process raises its own); no final save is made."""
+
+
 class InterruptFlag:
     """Set by the handled signals; ``signum`` tells which arrived first."""
 
