@@ -47,11 +47,11 @@ class InterruptFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self.acknowledged = threading.Event()
+        self.acknowledged = False  # a plain bool (read by the watchdog thread): trainers stay picklable
 
     def acknowledge(self) -> None:
         """The loop has reached a step boundary and is saving: the watchdog stands down."""
-        self.acknowledged.set()
+        self.acknowledged = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
@@ -71,7 +71,7 @@ def _watchdog(read_fd: int, flag: InterruptFlag, grace_s: float, done: threading
     while not done.is_set():
         timeout = None if first is None else max(0.0, first[1] + grace_s - time.monotonic())
         ready, _, _ = select.select([read_fd], [], [], timeout)
-        if done.is_set() or flag.acknowledged.is_set():
+        if done.is_set() or flag.acknowledged:
             return
         if not ready:  # the grace period ran out
             assert first is not None
