@@ -56,20 +56,50 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _launch_and_wait_for_pids(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[bytes], list[int]]:
+    launcher = subprocess.Popen(torchrun_command(WORKERS / "stop_one_rank.py", [str(tmp_path), mode]),
+                                cwd=REPO_ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and not all((tmp_path / f"pid{r}").is_file() for r in (0, 1)):
+        if launcher.poll() is not None:
+            break
+        time.sleep(0.2)
+    pids = [int(p.read_text()) for p in (tmp_path / "pid0", tmp_path / "pid1") if p.is_file()]
+    return launcher, pids
+
+
+def _cleanup(launcher: subprocess.Popen[bytes], pids: list[int]) -> None:
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if launcher.poll() is None:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=30)
+
+
+def test_sigterm_to_torchrun_saves_an_interrupted_state_and_ends_every_worker(tmp_path: Path) -> None:
+    launcher, pids = _launch_and_wait_for_pids(tmp_path, "sigterm")
+    try:
+        assert len(pids) == 2, "torchrun ended before both workers reached step 3"
+        os.kill(launcher.pid, signal.SIGTERM)  # torchrun forwards it to its workers
+        launcher.wait(timeout=TIMEOUT_S)
+        assert (tmp_path / "interrupted" / "pta_meta.json").is_file()  # saved by both, at the same step
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.5)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        _cleanup(launcher, pids)
+
+
 def test_workers_exit_when_their_launcher_is_killed(tmp_path: Path) -> None:
     # Rank 1 sleeps forever in a callback and rank 0 waits for it in a collective (blocked in C, where
     # Python signal handlers do not run). torchrun is then killed with SIGKILL, so nobody forwards a
     # signal: each worker must notice that its launcher is gone and exit within its grace period.
-    launcher = subprocess.Popen(torchrun_command(WORKERS / "stop_one_rank.py", [str(tmp_path), "block"]),
-                                cwd=REPO_ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-    pids: list[int] = []
+    launcher, pids = _launch_and_wait_for_pids(tmp_path, "block")
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline and not all((tmp_path / f"pid{r}").is_file() for r in (0, 1)):
-            assert launcher.poll() is None, "torchrun ended before both workers reached the blocking step"
-            time.sleep(0.5)
-        pids = [int((tmp_path / f"pid{r}").read_text()) for r in (0, 1)]
+        assert len(pids) == 2, "torchrun ended before both workers reached the blocking step"
         time.sleep(1)  # rank 0 is now inside the collective
         assert all(_alive(pid) for pid in pids)
         os.kill(launcher.pid, signal.SIGKILL)
@@ -79,9 +109,4 @@ def test_workers_exit_when_their_launcher_is_killed(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert not any(_alive(pid) for pid in pids), "a worker outlived its killed launcher"
     finally:
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait(timeout=30)
+        _cleanup(launcher, pids)

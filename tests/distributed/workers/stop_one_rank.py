@@ -7,7 +7,8 @@ MODE ``stop``: rank 1 raises ``StopTrainingError`` in ``on_train_step_end`` of s
 ``step_15``, stop after step 15 and save ``final`` together. MODE ``error``: rank 1 raises ``RuntimeError`` there instead; both ranks must end at once,
 with no final save. MODE ``block``: at step 3 each rank writes ``pid<rank>`` into OUT_DIR, then rank 1
 sleeps for good (rank 0 waits in a collective for it): the test kills the launcher, and both workers
-must exit on their own.
+must exit on their own. MODE ``sigterm``: as ``block``, but both ranks go on training slowly; the test
+sends SIGTERM to torchrun, which forwards it: both must save ``interrupted`` together and exit.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ class StopOnRankOne(TrainerCallback):
     @override
     def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
         self.steps += 1
-        if self.mode == "block" and self.steps == BLOCK_AT_STEP:
+        if self.mode in ("block", "sigterm") and self.steps == BLOCK_AT_STEP:
             (self.out_dir / f"pid{rank()}").write_text(str(os.getpid()))
-            while rank() == 1:
+            while self.mode == "block" and rank() == 1:
                 time.sleep(1)  # SIGTERM's Python handler runs here, then the sleep goes on: only the watchdog ends it
-        if rank() == 1 and self.steps == STOP_AT_STEP:
+        if self.mode == "sigterm" and self.steps >= BLOCK_AT_STEP:
+            time.sleep(0.5)  # slow steps: the signal arrives mid-run
+        if self.mode in ("stop", "error") and rank() == 1 and self.steps == STOP_AT_STEP:
             if self.mode == "error":
                 raise RuntimeError("rank 1 failed on purpose")
             raise StopTrainingError("rank 1 asked to stop")
@@ -69,7 +72,8 @@ def main(out_dir: Path) -> dict[str, Any]:
     # The saver runs after the callback that stops: on rank 1 too, or rank 0 would wait in its save alone.
     saver = SaveTrainingStateCallback(out_dir / "states", save_every_n_steps=5, save_at_end=True)
     trainer = QuickTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),
-                             callbacks=[observer, saver], accelerator_options=accelerator_options())
+                             callbacks=[observer, saver], accelerator_options=accelerator_options(),
+                             interrupt_state_dir=out_dir / "interrupted")
     started = time.monotonic()
     raised, message = "nothing", ""
     try:
