@@ -16,11 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from pta import _validation as check
+from pta._accelerate import set_seed
 from pta._agreement import StopAgreement
 from pta._autoresume import AUTO, auto_resume_dir
-from pta._epoch_batches import epoch_batches
-from pta._accelerate import set_seed
 from pta._data import length
+from pta._epoch_batches import epoch_batches
 from pta._types import BatchT
 from pta.callbacks.base import EventName, StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
