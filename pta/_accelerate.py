@@ -30,6 +30,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from pta._elastic import init_elastic_cpu_group
 from pta._types import AcceleratorKwargs
 
 T = TypeVar("T")
@@ -105,6 +106,7 @@ class AcceleratorAdapter:
 
     def __init__(self, kwargs: AcceleratorKwargs) -> None:
         kwargs = _fill_launch_defaults(kwargs)
+        init_elastic_cpu_group(bool(kwargs.get("cpu")), kwargs.get("kwargs_handlers", ()))  # before Accelerate's own
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
         self._direct_backward = False
         _check_world_size(self.num_processes)

@@ -8,7 +8,7 @@ override calling ``super()``. docs/loop.md gives the order of hooks and callback
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast, overload
 
@@ -16,7 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from pta import _validation as check
-from pta._accelerate import set_seed, skip_first_batches
+from pta._accelerate import set_seed
+from pta._agreement import StopAgreement
+from pta._autoresume import AUTO, auto_resume_dir
 from pta._capabilities import (
     NeedsGradAccumMixin,
     NeedsSchedulerMixin,
@@ -25,8 +27,9 @@ from pta._capabilities import (
     SupportsSchedulers,
 )
 from pta._data import length
+from pta._epoch_batches import epoch_batches
 from pta._types import BatchT, DatasetLike
-from pta.callbacks.base import StopTrainingError
+from pta.callbacks.base import EventName, StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
 from pta._composition import HookChainError, HookNameError
 from pta.hooks import TrainerHooks
@@ -56,8 +59,9 @@ def _model_inputs(batch: object) -> Any:
 class TrainerBase(TrainerHooks[BatchT]):
     """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls."""
 
-    interrupt_check_every: ClassVar[int] = 10
-    """In multi-process runs, how many steps apart the processes agree on a pending SIGTERM/SIGINT."""
+    interrupt_grace_s: ClassVar[float] = 60.0
+    """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary before the process
+    exits anyway (blocked for good: a peer is gone, the launcher died); see ``pta.interrupt``."""
 
     # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
     # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
@@ -123,7 +127,10 @@ class TrainerBase(TrainerHooks[BatchT]):
 
         ``resume_from`` continues a run from a directory written by ``save_training_state`` (or
         ``"<dir>/latest"`` for the newest complete state in ``<dir>``) with the same arguments: only the
-        work the interrupted call had left is done.
+        work the interrupted call had left is done. ``resume_from="auto"`` continues from the most
+        advanced complete state in the run's state directories (every ``SaveTrainingStateCallback``'s
+        ``save_dir`` and ``interrupt_state_dir``) and starts fresh when there is none: the same command
+        then serves the first start and every restart (``torchrun --max-restarts``).
         """
         TrainerBase._train(self, **{k: v for k, v in locals().items() if k != "self"})
 
@@ -134,14 +141,17 @@ class TrainerBase(TrainerHooks[BatchT]):
                reset_run_history: bool, collate_fn: Callable[[list[Any]], Any] | None,
                resume_from: str | Path | None, gradient_clip_norm: float | None) -> None:
         check.check_train_arguments(self, locals())
-        resume_dir = resolve_state_dir(resume_from) if resume_from is not None else None
+        auto = isinstance(resume_from, str) and resume_from == AUTO
+        resume_dir = resolve_state_dir(resume_from) if resume_from is not None and not auto else None
         if resume_dir is not None:
             read_meta(resume_dir)  # a missing or corrupt state fails before any work
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.create_scheduler_fn, self.collate_fn = create_scheduler_fn, collate_fn
+        self._start_run()
+        if auto:
+            resume_dir = auto_resume_dir(self, self._agreement)
         if reset_run_history and resume_dir is None:
             self.run_history.reset()
-        self._start_run()
         self._first_epoch = self.run_history.current_epoch  # num_epochs counts from here (pa: num_epochs more)
         self._train_dataloader = self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs)
         self._eval_dataloader = (
@@ -242,6 +252,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)
         self._num_updates, self._batches_done, self._epoch_phase, self._resume = 0, 0, "train", None
+        self._agreement = StopAgreement(self._accelerator.num_processes)
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
                            max_steps: int | None, clip_value: float | None, clip_norm: float | None) -> TrainerRunConfig:
@@ -265,13 +276,13 @@ class TrainerBase(TrainerHooks[BatchT]):
         )
 
     def _run_training(self, resume_dir: Path | None) -> None:
-        with catch_interrupts(self.interrupt_state_dir is not None) as self._interrupt:
+        with catch_interrupts(self.interrupt_state_dir is not None, self.interrupt_grace_s) as self._interrupt:
             self._call_chain("training_run_start", self.training_run_start)
             if resume_dir is not None:  # after training_run_start, which creates the mixins' per-run state
                 self.load_training_state(resume_dir)
                 self.print(f"Resuming from {resume_dir} (epoch {self.run_history.current_epoch}, "
                            f"{self._batches_done} batches into it, {self._num_updates} updates done)")
-            self.callback_handler.call_event("on_training_run_start", self)
+            self._agreed_event("on_training_run_start")
             while self.run_history.current_epoch < self._first_epoch + self.run_config.num_epochs:
                 try:
                     reached_max = self._run_epoch()
@@ -281,6 +292,7 @@ class TrainerBase(TrainerHooks[BatchT]):
                 if reached_max:
                     self.print(f"Reached max_num_train_steps={self.run_config.max_num_train_steps} optimizer updates")
                     break
+            self._agreement.agree()  # the final save below is done by all processes or by none
             self._call_chain("training_run_end", self.training_run_end)
             self.callback_handler.call_event("on_training_run_end", self)
 
@@ -302,7 +314,7 @@ class TrainerBase(TrainerHooks[BatchT]):
             self._run_eval_epoch(self._eval_dataloader, metric_name="eval_loss_epoch")
         self._epoch_phase = "done"
         self.training_run_epoch_end()
-        self.callback_handler.call_event("on_training_run_epoch_end", self)
+        self._agreed_event("on_training_run_epoch_end")
         self.run_history._increment_epoch()
         self._epoch_phase, self._batches_done = "train", 0
         return reached_max
@@ -325,7 +337,8 @@ class TrainerBase(TrainerHooks[BatchT]):
         handler.call_event("on_train_epoch_start", self)
         num_batches = length(dataloader)
         reached_max = False
-        for step, batch in self._train_batches(dataloader, resume):
+        self._epoch_rng, batches = epoch_batches(dataloader, resume)
+        for step, batch in batches:
             handler.call_event("on_train_step_start", self)
             is_update = self.is_update_step(step, num_batches)
             with self.train_step_context(is_update):
@@ -341,35 +354,16 @@ class TrainerBase(TrainerHooks[BatchT]):
                 self._num_updates += 1
                 reached_max = self._max_steps_reached()
             self._batches_done = step + 1
-            handler.call_event("on_train_step_end", self, batch_output=batch_output, batch=batch, step=step)
-            if self._interrupt_requested(step):
-                self._save_interrupted_state()
+            signum = self._agreed_event("on_train_step_end", batch_output=batch_output, batch=batch, step=step)
+            if signum:
+                self._save_interrupted_state(signum)
             if reached_max:
                 break
         self.train_epoch_end()
         self.run_history.update_metric("train_loss_epoch", self.reduce_epoch_loss(self._train_loss))
         self._epoch_phase = "eval"
-        handler.call_event("on_train_epoch_end", self)
+        self._agreed_event("on_train_epoch_end")
         return reached_max
-
-    def _train_batches(self, dataloader: Iterable[Any], resume: dict[str, Any] | None) -> Iterator[tuple[int, Any]]:
-        """Enumerate the epoch's batches; after a resume, skip the batches already trained (by index,
-        without loading them) and put every RNG back where the interrupted run had it."""
-        generator = sampler_generator(dataloader)
-        if resume is None:
-            self._epoch_rng, start = capture_rng(generator), 0
-        else:
-            self._epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
-            restore_rng(resume["epoch_rng"], generator)  # the epoch's shuffle is drawn again, identically
-        loader = skip_first_batches(dataloader, start) if start else dataloader  # type: ignore[arg-type]  # any DataLoader
-        resumed = resume is None
-        for index, batch in enumerate(loader):
-            if not resumed:
-                restore_rng(resume["rng"], generator)  # type: ignore[index]  # resume is set here
-                resumed = True
-            yield start + index, batch
-        if not resumed:
-            restore_rng(resume["rng"], generator)  # type: ignore[index]  # nothing was left of the epoch
 
     def _run_eval_epoch(self, dataloader: Iterable[Any], *, metric_name: str, is_intermediate: bool = False) -> None:
         handler = self.callback_handler
@@ -386,21 +380,22 @@ class TrainerBase(TrainerHooks[BatchT]):
         self._eval_step_is_padding = False
         self.eval_epoch_end()
         self.run_history.update_metric(metric_name, self.reduce_epoch_loss(self._eval_loss))
-        handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
+        self._agreed_event("on_eval_epoch_end", is_intermediate=is_intermediate)
 
-    # ------------------------------------------------------------------ interrupts
-    def _interrupt_requested(self, step: int) -> bool:
-        local = self._interrupt.signum or 0
-        if self._accelerator.num_processes == 1:
-            return local != 0
-        if (step + 1) % self.interrupt_check_every:
-            return False
-        signums = self._accelerator.gather(torch.tensor([local], device=self.device))
-        self._interrupt.signum = int(signums.max().item()) or None
-        return self._interrupt.signum is not None
+    # ------------------------------------------------------------------ stops and interrupts
+    def _agreed_event(self, event: EventName, **kwargs: Any) -> int:
+        """Dispatch an event after which processes may diverge; in multi-process runs they then agree:
+        a stop or error raised on one process is raised on all (``pta._agreement``). Returns the
+        pending signal number (the highest over all processes)."""
+        if not self._agreement.distributed:  # nothing to agree on, no host sync
+            self.callback_handler.call_event(event, self, **kwargs)
+            return self._interrupt.signum or 0
+        with self._agreement.capture():  # callbacks after one that raised still run, as on the other processes
+            self.callback_handler.call_event_all(event, self, **kwargs)
+        return self._agreement.agree(self._interrupt.signum or 0)
 
-    def _save_interrupted_state(self) -> None:
-        signum = self._interrupt.signum or 0
+    def _save_interrupted_state(self, signum: int) -> None:
+        self._interrupt.acknowledge()  # the save may take long; it is no longer a process that hangs
         assert self.interrupt_state_dir is not None
         directory = self.save_training_state(self.interrupt_state_dir)
         self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"

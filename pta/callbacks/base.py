@@ -158,6 +158,11 @@ class CallbackHandler:
             for method in self._dispatch[event]:
                 method(trainer, **kwargs)
             return
+        self.call_event_all(event, trainer, **kwargs)
+
+    def call_event_all(self, event: EventName, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        """Call ``event`` on every callback that overrides it, even after one raised; then re-raise the
+        first exception (multi-process runs use this so that every process runs the same callbacks)."""
         first: Exception | None = None
         for method in self._dispatch[event]:
             try:

@@ -1,0 +1,111 @@
+"""Multi-process stop agreement: no process ever enters a collective that another one has left.
+
+A ``StopTrainingError`` or an exception raised on ONE process at a point where the processes may
+diverge (a callback event between steps or epochs) is held back, and the processes exchange one
+small flag at that point: then every process stops together (the same ``StopTrainingError``, the
+final save done by all), or every process raises (an error: no final save at all). The flag travels
+over a dedicated gloo group on the CPU, so it adds no device sync, and a mismatch with a model
+collective cannot corrupt either. Single-process runs do none of this: exceptions propagate as
+they are raised, with no host sync added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from pta.callbacks.base import StopTrainingError
+from pta.interrupt import DistributedRunError
+
+__all__ = ["DistributedRunError", "StopAgreement"]
+
+_CONTROL_GROUPS: dict[int, Any] = {}
+_NONE, _STOP, _ERROR = 0, 1, 2
+
+
+def _default_timeout() -> timedelta | None:
+    group = dist.distributed_c10d._get_default_group()
+    for device in ("cpu", "cuda"):
+        try:
+            timeout = group._get_backend(torch.device(device)).options._timeout
+        except (RuntimeError, AttributeError):
+            continue
+        return timeout
+    return None
+
+
+def _control_group() -> Any:
+    """One gloo group per default process group (creating it is itself a collective: all processes
+    create it at the start of the same run)."""
+    key = id(dist.distributed_c10d._get_default_group())
+    if key not in _CONTROL_GROUPS:
+        _CONTROL_GROUPS.clear()  # a new default group (a new launch in this process): old groups are dead
+        _CONTROL_GROUPS[key] = dist.new_group(backend="gloo", timeout=_default_timeout())
+    return _CONTROL_GROUPS[key]
+
+
+class StopAgreement:
+    """Holds back a local stop or error until the processes agree on it (see the module docstring)."""
+
+    def __init__(self, num_processes: int) -> None:
+        distributed = num_processes > 1 and dist.is_available() and dist.is_initialized()
+        self._group = _control_group() if distributed else None
+        self._pending: BaseException | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self._group is not None
+
+    @contextmanager
+    def capture(self) -> Iterator[None]:
+        """Hold back a ``StopTrainingError`` or ``Exception`` raised inside (multi-process runs only)."""
+        if self._group is None:
+            yield
+            return
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - held back and re-raised by agree()
+            if self._pending is None:
+                self._pending = error
+
+    def broadcast(self, value: Any) -> Any:
+        """Process 0's ``value`` on every process (one collective; none in single-process runs)."""
+        if self._group is None:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0, group=self._group)
+        return holder[0]
+
+    def agree(self, signum: int = 0) -> int:
+        """Exchange this process's state with all others; returns the highest pending signal number.
+
+        Raises on EVERY process when any of them holds a stop (``StopTrainingError`` with its reason) or
+        an error (the error itself where it happened, ``DistributedRunError`` elsewhere).
+        """
+        if self._group is None:
+            return signum
+        pending, self._pending = self._pending, None
+        code = _NONE if pending is None else _STOP if isinstance(pending, StopTrainingError) else _ERROR
+        flags = torch.tensor([code, signum], dtype=torch.int64)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group)
+        worst, highest_signum = int(flags[0]), int(flags[1])
+        if worst == _NONE:
+            return highest_signum
+        reasons: list[Any] = [None] * dist.get_world_size(self._group)
+        mine = None if pending is None else (code, type(pending).__name__, str(pending))
+        dist.all_gather_object(reasons, mine, group=self._group)
+        rank, (_, kind, message) = next((r, reason) for r, reason in enumerate(reasons)
+                                        if reason is not None and reason[0] == worst)
+        if worst == _ERROR:
+            if pending is not None and code == _ERROR:
+                raise pending
+            raise DistributedRunError(f"process {rank} failed with {kind}: {message}; every process stops "
+                                      f"(the final save is skipped)")
+        if isinstance(pending, StopTrainingError):
+            raise pending
+        raise StopTrainingError(f"{message} (process {rank})")
