@@ -7,7 +7,6 @@ override calling ``super()``. docs/loop.md gives the order of hooks and callback
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,27 +14,19 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import DataLoader
 
+from pta import _training_state as training_state
 from pta import _validation as check
+from pta._fingerprint import check_allowed_changes
 from pta._accelerate import set_seed, skip_first_batches
 from pta._data import length
 from pta._types import BatchT
 from pta.callbacks.base import StopTrainingError
-from pta.checkpoint import CheckpointError, load_torch_file
+from pta.checkpoint import CheckpointError
 from pta.hooks import HookChainError, TrainerHooks
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
-from pta.state import (
-    capture_rng,
-    commit_dir,
-    partial_dir,
-    rank_file,
-    read_meta,
-    resolve_state_dir,
-    restore_rng,
-    sampler_generator,
-    write_meta,
-)
+from pta.state import capture_rng, read_meta, resolve_state_dir, restore_rng, sampler_generator
 
 __all__ = ["HookChainError", "TrainerBase"]
 
@@ -45,6 +36,7 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     interrupt_check_every: ClassVar[int] = 10
     """In multi-process runs, how many steps apart the processes agree on a pending SIGTERM/SIGINT."""
+    _resume_allow_changes: frozenset[str] = frozenset()
 
     def train(
         self,
@@ -63,6 +55,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         resume_from: str | Path | None = None,
         *,
         gradient_clip_norm: float | None = None,
+        resume_allow_changes: Iterable[str] = (),
     ) -> None:
         """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
         then wins), evaluating on ``eval_dataset`` after every epoch. With ``reset_run_history=False``
@@ -70,9 +63,13 @@ class TrainerBase(TrainerHooks[BatchT]):
 
         ``resume_from`` continues a run from a directory written by ``save_training_state`` (or
         ``"<dir>/latest"`` for the newest complete state in ``<dir>``) with the same arguments: only the
-        work the interrupted call had left is done.
+        work the interrupted call had left is done. A state saved by a different kind of run (batch size,
+        accumulation, dataset length, process count, optimizer, parameters, stateful callbacks) is
+        refused; ``resume_allow_changes`` names the settings whose change you accept
+        (``"per_device_batch_size"``, ``"gradient_accumulation_steps"``, ``"dataset_length"``).
         """
         check.check_train_arguments(self, locals())
+        self._resume_allow_changes = check_allowed_changes(resume_allow_changes)
         resume_dir = resolve_state_dir(resume_from) if resume_from is not None else None
         if resume_dir is not None:
             read_meta(resume_dir)  # a missing or corrupt state fails before any work
@@ -204,6 +201,8 @@ class TrainerBase(TrainerHooks[BatchT]):
                 self.print(f"Resuming from {resume_dir} (epoch {self.run_history.current_epoch}, "
                            f"{self._batches_done} batches into it, {self._num_updates} updates done)")
             self.callback_handler.call_event("on_training_run_start", self)
+            if self._resume is not None:  # after the event, at which callbacks set up their per-run state
+                training_state.load_callback_states(self.callback_handler.callbacks, self._resume["callbacks"])
             while self.run_history.current_epoch < self._first_epoch + self.run_config.num_epochs:
                 try:
                     reached_max = self._run_epoch()
@@ -334,7 +333,11 @@ class TrainerBase(TrainerHooks[BatchT]):
     def _save_interrupted_state(self) -> None:
         signum = self._interrupt.signum or 0
         assert self.interrupt_state_dir is not None
-        directory = self.save_training_state(self.interrupt_state_dir)
+        try:
+            directory = self.save_training_state(self.interrupt_state_dir)
+        except CheckpointError as error:  # still stop as interrupted, carrying why nothing was saved
+            self.print(f"\nInterrupted by signal {signum}, but the training state could not be saved: {error}")
+            raise TrainingInterrupted(signum, None, save_error=error) from error
         self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"
                    f"Resume with trainer.train(..., resume_from={str(directory)!r}) and the same arguments.")
         raise TrainingInterrupted(signum, str(directory))
@@ -344,43 +347,17 @@ class TrainerBase(TrainerHooks[BatchT]):
         """Save everything needed to continue this run exactly, atomically, into ``output_dir``.
 
         Call it at any point of a run, e.g. from a callback's ``on_train_step_end``; every process must
-        call it. Returns the directory. docs/training_state.md describes the files.
+        call it. Returns the directory. A failed save raises ``CheckpointError`` on every process and
+        leaves earlier states intact. docs/training_state.md describes the files and guarantees.
         """
-        target, acc = Path(output_dir), self._accelerator
-        partial = partial_dir(target)
-        if acc.is_main_process and partial.exists():
-            shutil.rmtree(partial)
-        acc.wait_for_everyone()
-        acc.save_state(partial)
-        state = self._call_chain("training_state_dict", self.training_state_dict)
-        state["rng"] = capture_rng(sampler_generator(self._train_dataloader))
-        state["user"] = dict(checkpoint_kwargs or {})
-        torch.save(state, rank_file(partial, acc.process_index))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            write_meta(partial, {"num_processes": acc.num_processes, "epoch": state["epoch"],
-                                 "phase": state["phase"], "batches_done": state["batches_done"],
-                                 "num_updates": state["num_updates"]})
-            commit_dir(partial, target)
-        acc.wait_for_everyone()
-        return target
+        return training_state.save_training_state(self, output_dir, checkpoint_kwargs)
 
     def load_training_state(self, input_dir: str | Path) -> dict[str, Any]:
         """Restore a state written by ``save_training_state`` into the prepared run; ``train(resume_from=...)``
-        calls it. Returns the state's metadata and the ``checkpoint_kwargs`` saved with it."""
-        directory, acc = resolve_state_dir(input_dir), self._accelerator
-        meta = read_meta(directory)
-        if meta["num_processes"] != acc.num_processes:
-            raise CheckpointError(f"training state {directory} was saved by {meta['num_processes']} process(es); "
-                                  f"this run has {acc.num_processes}")
-        state = load_torch_file(rank_file(directory, acc.process_index))
-        try:
-            acc.load_state(directory)
-        except Exception as error:
-            raise CheckpointError(f"cannot load the model/optimizer state in {directory}: {error}") from error
-        self._call_chain("load_training_state_dict", lambda: self.load_training_state_dict(state))
-        self._resume = {key: state[key] for key in ("phase", "batches_done", "epoch_rng", "rng")}
-        return {**meta, **state["user"], "current_epoch": state["epoch"]}
+        calls it. It first checks the files' checksums and that the state was saved by the same kind
+        of run (``train(resume_allow_changes=...)`` accepts some changes). Callbacks' states are
+        restored after ``on_training_run_start``. Returns the state's metadata and ``checkpoint_kwargs``."""
+        return training_state.load_training_state(self, input_dir, self._resume_allow_changes)
 
     def training_state_dict(self) -> dict[str, Any]:
         """Builder of this process's resumable state; mixins call ``super()`` first and add their keys."""
