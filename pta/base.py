@@ -167,6 +167,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         return self._eval_dataloader
 
     def _start_run(self) -> None:
+        check.check_seed(self.seed)  # evaluate() and predict() come here too
         self._accelerator = self._create_accelerator()
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)

@@ -310,6 +310,7 @@ class TrainerHooks(Generic[BatchT]):
                 f"got {type(result).__name__}{keys}"
             )
         batch_output = cast(BatchOutput, result)
+        check.check_loss_value(compute.__name__, batch_output["loss"])
         size = batch_output.get("batch_size")
         return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)
 
@@ -328,6 +329,7 @@ class TrainerHooks(Generic[BatchT]):
     def _loss(self, outputs: Any, targets: Any) -> Tensor:
         if self.loss_func is None:
             raise TypeError("loss_func is None: pass one, or override calculate_*_batch_loss")
+        check.check_loss_shapes(self.loss_func, outputs, targets)
         return self.loss_func(outputs, targets)
 
     def backward_step(self, loss: Tensor) -> None:
