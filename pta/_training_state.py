@@ -21,6 +21,8 @@ from pta.state import (
     clean_leftovers,
     commit_dir,
     fsync_tree,
+    is_iterable_dataset,
+    is_stateful_iterable,
     partial_dir,
     rank_file,
     read_meta,
@@ -137,7 +139,7 @@ class _Save:
         trainer = self.trainer
         self.acc.save_state(self.partial)
         state = trainer._call_chain("training_state_dict", trainer.training_state_dict)
-        state["rng"] = capture_rng(sampler_generator(trainer._train_dataloader))
+        state["rng"] = capture_rng(sampler_generator(trainer._train_dataloader), trainer.train_dataset)
         state["callbacks"] = callback_states(trainer.callback_handler.callbacks)
         state["user"] = dict(checkpoint_kwargs or {})
         torch.save(state, rank_file(self.partial, self.acc.process_index))
@@ -161,6 +163,20 @@ def save_training_state(trainer: TrainerBase[Any], output_dir: str | Path,
 
 
 # ---------------------------------------------------------------------------- loading
+def _check_dataset_position(directory: Path, meta: Mapping[str, Any], dataset: object) -> None:
+    """A mid-epoch state of an IterableDataset resumes exactly only if the dataset can restore its position."""
+    if not is_iterable_dataset(dataset) or is_stateful_iterable(dataset):
+        return
+    if meta["phase"] == "train" and meta["batches_done"] > 0:
+        raise CheckpointError(
+            f"training state {directory} was saved {meta['batches_done']} batches into epoch {meta['epoch']}, and "
+            f"train_dataset ({type(dataset).__name__}) is an IterableDataset without state_dict()/load_state_dict(): "
+            "pta cannot replay its order to that batch. Give the dataset both methods (its state at the start of "
+            "an epoch must reproduce that epoch's samples), or resume from a state saved at the end of an epoch "
+            "(SaveTrainingStateCallback(save_every_n_epochs=1))."
+        )
+
+
 def load_training_state(trainer: TrainerBase[Any], input_dir: str | Path,
                         allowed_changes: frozenset[str] = frozenset()) -> dict[str, Any]:
     directory, acc = resolve_state_dir(input_dir), trainer._accelerator
@@ -171,6 +187,7 @@ def load_training_state(trainer: TrainerBase[Any], input_dir: str | Path,
     verify_checksums(directory, meta.get("checksums", {}))
     for note in check_fingerprint(directory, meta.get("fingerprint", {}), fingerprint(trainer), allowed_changes):
         trainer.print(f"Resuming with a changed setting (resume_allow_changes): {note}")
+    _check_dataset_position(directory, meta, trainer.train_dataset)
     state = load_torch_file(rank_file(directory, acc.process_index))
     try:
         acc.load_state(directory)
@@ -179,4 +196,6 @@ def load_training_state(trainer: TrainerBase[Any], input_dir: str | Path,
     trainer._call_chain("load_training_state_dict", lambda: trainer.load_training_state_dict(state))
     trainer._resume = {key: state[key] for key in ("phase", "batches_done", "epoch_rng", "rng")}
     trainer._resume["callbacks"] = state.get("callbacks", {})
+    if state["phase"] != "train" and is_stateful_iterable(trainer.train_dataset) and "dataset" in state["rng"]:
+        trainer.train_dataset.load_state_dict(state["rng"]["dataset"])  # the epoch's pass is complete: continue after it
     return {**meta, **state["user"], "current_epoch": state["epoch"]}

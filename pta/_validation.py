@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional
+from torch.utils.data import IterableDataset
 
 
 class ConfigurationError(ValueError):
@@ -138,6 +139,9 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
     check_positive_float("gradient_clip_value", arguments["gradient_clip_value"])
     check_positive_float("gradient_clip_norm", arguments["gradient_clip_norm"])
     check_scheduler_factory(arguments["create_scheduler_fn"])
+    if isinstance(arguments["train_dataset"], IterableDataset) and (arguments["train_dataloader_kwargs"] or {}).get("shuffle"):
+        raise ConfigurationError("train_dataloader_kwargs has shuffle=True, but train_dataset is an IterableDataset, "
+                                 "which yields samples in its own order: drop shuffle (shuffle inside the dataset)")
     if arguments["eval_dataset"] is not None:
         check_dataset("eval_dataset", arguments["eval_dataset"])
     if trainer.optimizer is None:

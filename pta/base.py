@@ -289,10 +289,10 @@ class TrainerBase(TrainerHooks[BatchT]):
         without loading them) and put every RNG back where the interrupted run had it."""
         generator = sampler_generator(dataloader)
         if resume is None:
-            self._epoch_rng, start = capture_rng(generator), 0
+            self._epoch_rng, start = capture_rng(generator, self.train_dataset), 0
         else:
             self._epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
-            restore_rng(self._epoch_rng, generator)  # the epoch's shuffle is drawn again, identically
+            restore_rng(self._epoch_rng, generator, self.train_dataset)  # the epoch's data order again, identically
         loader = skip_first_batches(dataloader, start) if start else dataloader  # type: ignore[arg-type]  # any DataLoader
         resumed = resume is None
         for index, batch in enumerate(loader):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from pta import _validation as check
 from pta._accelerate import AcceleratorAdapter
@@ -218,7 +218,8 @@ class TrainerHooks(Generic[BatchT]):
 
     # ------------------------------------------------------------------ dataloaders (user hooks)
     def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
-        return {"shuffle": True, "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
+        # an IterableDataset has its own order: a DataLoader cannot shuffle it
+        return {"shuffle": not isinstance(self.train_dataset, IterableDataset), "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
                 "num_workers": 0, "worker_init_fn": worker_init_fn}
 
     def get_default_eval_dl_kwargs(self, batch_size: int) -> dict[str, Any]:

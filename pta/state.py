@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import IterableDataset
 
 from pta.checkpoint import CheckpointError
 
@@ -183,9 +184,12 @@ def resolve_state_dir(path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- RNG states
-def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Every RNG a training step may draw from: Python, NumPy (if imported), torch CPU/CUDA, and a sampler's."""
+def capture_rng(generator: torch.Generator | None = None, dataset: object = None) -> dict[str, Any]:
+    """Every RNG a training step may draw from: Python, NumPy (if imported), torch CPU/CUDA, and a sampler's;
+    with ``dataset``, also the state of an iterable dataset that has ``state_dict`` (its data order)."""
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if is_stateful_iterable(dataset):
+        state["dataset"] = dataset.state_dict()  # type: ignore[attr-defined]  # checked by is_stateful_iterable
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         name, keys, pos, has_gauss, cached = numpy.random.get_state()
@@ -197,7 +201,9 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None, dataset: object = None) -> None:
+    if "dataset" in state and is_stateful_iterable(dataset):
+        dataset.load_state_dict(state["dataset"])  # type: ignore[attr-defined]  # checked by is_stateful_iterable
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     numpy = sys.modules.get("numpy")
@@ -208,6 +214,16 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
         torch.cuda.set_rng_state_all(state["cuda"])
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
+
+
+def is_iterable_dataset(dataset: object) -> bool:
+    return isinstance(dataset, IterableDataset)
+
+
+def is_stateful_iterable(dataset: object) -> bool:
+    """An ``IterableDataset`` whose position can be saved: ``state_dict()`` and ``load_state_dict(state)``."""
+    return is_iterable_dataset(dataset) and callable(getattr(dataset, "state_dict", None)) and callable(
+        getattr(dataset, "load_state_dict", None))
 
 
 def sampler_generator(dataloader: object) -> torch.Generator | None:
