@@ -89,6 +89,10 @@ def _raise() -> None:
     raise SimulatedCrash
 
 
+def _crash_from(monkeypatch: pytest.MonkeyPatch, crash_at: int) -> None:
+    _instrument(monkeypatch, crash_at, _raise)
+
+
 def test_crash_at_every_rename_and_fsync_leaves_a_complete_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The second save of ``state`` (replacing the first) crashes at each step of its commit in turn."""
     first_save: list[int] = []
@@ -102,7 +106,7 @@ def test_crash_at_every_rename_and_fsync_leaves_a_complete_state(tmp_path: Path,
     for crash_at, step in enumerate(second):
         directory = tmp_path / f"crash_{crash_at}"
         with monkeypatch.context() as patch, pytest.raises(SimulatedCrash):
-            _train([SaveAt(directory, "state", (3, 5), lambda: _instrument(patch, crash_at, _raise))], 5)
+            _train([SaveAt(directory, "state", (3, 5), lambda: _crash_from(patch, crash_at))], 5)
         found = _assert_complete(directory / "state", {3, 5})
         assert _assert_complete(directory / "latest", {3, 5}) == found, step
         # the next save (of a run resumed from what was found) cleans every leftover
@@ -131,8 +135,8 @@ def test_os_exit_between_the_renames_keeps_the_previous_state_findable(tmp_path:
                     real(*args)
                 return wrapper
 
-            pta.state._rename = die_at(pta.state._rename)  # type: ignore[method-assign]  # in the child only
-            pta.state._fsync = die_at(pta.state._fsync)  # type: ignore[method-assign]  # in the child only
+            pta.state._rename = die_at(pta.state._rename)  # in the forked child only
+            pta.state._fsync = die_at(pta.state._fsync)
             pta.state.commit_dir(directory / ".state.partial", directory / "state")
             os._exit(0)
         assert os.waitpid(pid, 0)[1] >> 8 == 17
@@ -155,13 +159,14 @@ def _state_files(directory: Path) -> dict[str, bytes]:
 def test_disk_full_during_a_save_raises_checkpoint_error_and_keeps_earlier_states(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    before: dict[str, bytes] = {}
+
     def fill_disk() -> None:
+        before.update(_state_files(tmp_path))
         monkeypatch.setattr(torch, "save", _no_space)  # the writer of pta_state_<rank>.pt
 
-    before: dict[str, bytes] = {}
     with pytest.raises(CheckpointError) as raised:
-        _train([SaveAt(tmp_path, "state", (2,)), SaveAt(tmp_path, "state", (4,),
-                lambda: before.update(_state_files(tmp_path)) or fill_disk())], 5)
+        _train([SaveAt(tmp_path, "state", (2,)), SaveAt(tmp_path, "state", (4,), fill_disk)], 5)
     message = str(raised.value)
     assert str(tmp_path / "state") in message and "no space left on device" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]  # the partial output is gone
@@ -224,7 +229,7 @@ def test_max_checkpoints_is_bounded_by_default_and_cleanup_is_crash_safe(
             raise SimulatedCrash
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(pta.state.shutil, "rmtree", crash_in_delete)
+    monkeypatch.setattr(shutil, "rmtree", crash_in_delete)
     with pytest.raises(SimulatedCrash):
         _train([SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, save_at_end=False)], 10,
                resume_from=tmp_path / "latest")

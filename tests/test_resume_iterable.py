@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import IterableDataset
+from typing_extensions import override
 
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta._validation import ConfigurationError
@@ -25,6 +26,7 @@ class Stream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
     def __init__(self) -> None:
         self.epoch = 0
 
+    @override
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.epoch)
         self.epoch += 1

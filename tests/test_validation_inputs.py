@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 from torch.utils.data import TensorDataset
+from typing_extensions import override
 
 from pta import DefaultTrainer
 from pta._validation import ConfigurationError
@@ -39,6 +40,7 @@ def test_an_optimizer_with_some_foreign_parameters_is_refused_but_loss_parameter
             super().__init__()
             self.scale = nn.Parameter(torch.ones(1))
 
+        @override
         def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return functional.mse_loss(outputs * self.scale, targets)
 
