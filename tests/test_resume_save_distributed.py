@@ -39,7 +39,7 @@ class FailOnRank1(TrainerCallback):
                 def no_space(*args: Any, **kw: Any) -> None:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-                torch.save = no_space  # type: ignore[assignment]  # this worker process only
+                torch.save = no_space  # this worker process only
             trainer.save_training_state(self.directory / "bad")
 
 
