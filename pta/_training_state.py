@@ -80,7 +80,8 @@ def _bytes_needed(trainer: TrainerBase[Any]) -> int:
     model = trainer.get_model()
     tensors = [*model.parameters(), *model.buffers()]
     if trainer.optimizer is not None:
-        tensors += [v for state in trainer.optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+        states = trainer.optimizer.state.values()
+        tensors += [v for state in states for v in state.values() if isinstance(v, torch.Tensor)]
     return sum(t.numel() * t.element_size() for t in tensors) + _MARGIN
 
 
@@ -197,5 +198,6 @@ def load_training_state(trainer: TrainerBase[Any], input_dir: str | Path,
     trainer._resume = {key: state[key] for key in ("phase", "batches_done", "epoch_rng", "rng")}
     trainer._resume["callbacks"] = state.get("callbacks", {})
     if state["phase"] != "train" and is_stateful_iterable(trainer.train_dataset) and "dataset" in state["rng"]:
-        trainer.train_dataset.load_state_dict(state["rng"]["dataset"])  # the epoch's pass is complete: continue after it
+        # the saved epoch's pass is complete: the dataset continues after it
+        trainer.train_dataset.load_state_dict(state["rng"]["dataset"])
     return {**meta, **state["user"], "current_epoch": state["epoch"]}

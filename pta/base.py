@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from pta import _training_state as training_state
 from pta import _validation as check
-from pta._fingerprint import check_allowed_changes
 from pta._accelerate import set_seed, skip_first_batches
 from pta._data import length
+from pta._fingerprint import check_allowed_changes
 from pta._types import BatchT
 from pta.callbacks.base import StopTrainingError
 from pta.checkpoint import CheckpointError
@@ -203,7 +203,8 @@ class TrainerBase(TrainerHooks[BatchT]):
                            f"{self._batches_done} batches into it, {self._num_updates} updates done)")
             self.callback_handler.call_event("on_training_run_start", self)
             if self._resume is not None:  # after the event, at which callbacks set up their per-run state
-                training_state.load_callback_states(self.callback_handler.callbacks, self._resume["callbacks"])
+                states = self._resume.get("callbacks", {})
+                training_state.load_callback_states(self.callback_handler.callbacks, states)
             while self.run_history.current_epoch < self._first_epoch + self.run_config.num_epochs:
                 try:
                     reached_max = self._run_epoch()
@@ -292,7 +293,7 @@ class TrainerBase(TrainerHooks[BatchT]):
             self._epoch_rng, start = capture_rng(generator, self.train_dataset), 0
         else:
             self._epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
-            restore_rng(self._epoch_rng, generator, self.train_dataset)  # the epoch's data order again, identically
+            restore_rng(self._epoch_rng, generator, self.train_dataset)  # the epoch's data order again
         loader = skip_first_batches(dataloader, start) if start else dataloader  # type: ignore[arg-type]  # any DataLoader
         resumed = resume is None
         for index, batch in enumerate(loader):

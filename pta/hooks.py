@@ -219,7 +219,8 @@ class TrainerHooks(Generic[BatchT]):
     # ------------------------------------------------------------------ dataloaders (user hooks)
     def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
         # an IterableDataset has its own order: a DataLoader cannot shuffle it
-        return {"shuffle": not isinstance(self.train_dataset, IterableDataset), "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
+        return {"shuffle": not isinstance(self.train_dataset, IterableDataset),
+                "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
                 "num_workers": 0, "worker_init_fn": worker_init_fn}
 
     def get_default_eval_dl_kwargs(self, batch_size: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import signal
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ import torch
 from torch import nn
 from typing_extensions import override
 
-import pta._training_state
 import pta.state
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta._fingerprint import verify_checksums
@@ -93,7 +93,9 @@ def _crash_from(monkeypatch: pytest.MonkeyPatch, crash_at: int) -> None:
     _instrument(monkeypatch, crash_at, _raise)
 
 
-def test_crash_at_every_rename_and_fsync_leaves_a_complete_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_at_every_rename_and_fsync_leaves_a_complete_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The second save of ``state`` (replacing the first) crashes at each step of its commit in turn."""
     first_save: list[int] = []
     with monkeypatch.context() as patch:
@@ -175,7 +177,7 @@ def test_disk_full_during_a_save_raises_checkpoint_error_and_keeps_earlier_state
 
 
 def test_free_space_is_checked_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pta._training_state.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 100))  # type: ignore[attr-defined]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=100))
     with pytest.raises(CheckpointError, match=r"no space left on device .*100 bytes free"):
         _train([SaveAt(tmp_path, "state", (2,))], 3)
     assert list(tmp_path.iterdir()) == []
@@ -184,7 +186,7 @@ def test_free_space_is_checked_before_writing(tmp_path: Path, monkeypatch: pytes
 def test_torch_reports_a_full_disk_as_no_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.save on a full disk says "unexpected pos"; the error names the real cause."""
     free = [10**12]
-    monkeypatch.setattr(pta._training_state.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 0, free[0]))  # type: ignore[attr-defined]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=free[0]))
 
     def torch_on_full_disk(*args: Any, **kwargs: Any) -> None:
         free[0] = 0

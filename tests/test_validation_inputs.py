@@ -90,6 +90,7 @@ def test_a_loss_that_is_not_a_tensor_is_refused() -> None:
     def float_loss(outputs: torch.Tensor, targets: torch.Tensor) -> float:
         return float(functional.mse_loss(outputs, targets).detach())
 
-    trainer = DefaultTrainer(model, float_loss, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())  # type: ignore[arg-type]  # the misuse under test
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = DefaultTrainer(model, float_loss, optimizer, callbacks=())  # type: ignore[arg-type]  # the misuse under test
     with pytest.raises(ConfigurationError, match="returned a 'loss' of type float; it must be a tensor"):
         _train(trainer)

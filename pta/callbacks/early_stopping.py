@@ -80,7 +80,8 @@ class EarlyStoppingCallback(TrainerCallback):
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in training states, so that a resumed run keeps its best value and patience count."""
-        return {"best_metric": self.best_metric, "early_stopping_patience_counter": self.early_stopping_patience_counter}
+        return {"best_metric": self.best_metric,
+                "early_stopping_patience_counter": self.early_stopping_patience_counter}
 
     def load_state_dict(self, state_dict: dict[str, Any], /) -> None:
         self.best_metric = state_dict["best_metric"]

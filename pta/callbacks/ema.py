@@ -34,8 +34,8 @@ class ModelEmaCallback(SaveBestModelCallback):
     - ``evaluate_during_training=False``: the EMA is saved after every epoch.
 
     The EMA weights and the best value are saved in training states (``state_dict``), so a resumed run
-    continues the same EMA. The model is never replaced by the EMA at the end of the run. Place this callback after callbacks
-    that record metrics and before callbacks that log them.
+    continues the same EMA. The model is never replaced by the EMA at the end of the run. Place this
+    callback after callbacks that record metrics and before callbacks that log them.
 
     :param decay: the EMA decay per optimizer update (``ema = decay * ema + (1 - decay) * weights``)
     :param evaluate_during_training: evaluate the EMA after each epoch and save the best one
