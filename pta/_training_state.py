@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pta.base import TrainerBase
 
 _MARGIN = 1 << 20  # bytes beyond the tensors' own size: metadata, RNG states, file headers
+_NEARLY_FULL = 1 << 20  # a write that failed with less free space than this most likely ran out of it
 
 
 # ---------------------------------------------------------------------------- callback state
@@ -92,7 +93,7 @@ def _cause(error: BaseException, parent: Path, needed: int) -> str:
         free = shutil.disk_usage(parent).free
     except OSError:
         return cause
-    if free < needed and "no space left" not in cause:  # torch reports a full disk as "unexpected pos"
+    if free < max(needed, _NEARLY_FULL) and "no space left" not in cause.lower():  # torch says "unexpected pos"
         cause = f"no space left on device ({free} bytes free, about {needed} needed); {cause}"
     return cause
 
@@ -120,9 +121,10 @@ class _Save:
             failed = bool(flags.max().item())
         if not failed:
             return
+        # the cause first: free space is measured while the partial output still fills the disk
+        cause = _cause(error, self.target.parent, self.needed) if error else "another process failed to write its part"
         if self.acc.is_main_process and self.partial.exists():
             shutil.rmtree(self.partial, ignore_errors=True)
-        cause = _cause(error, self.target.parent, self.needed) if error else "another process failed to write its part"
         raise CheckpointError(
             f"cannot save the training state to {self.target} (directory {self.target.parent}): {cause}. "
             "The partial output was removed; earlier training states are intact."
