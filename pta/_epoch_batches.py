@@ -10,7 +10,7 @@ from pta._accelerate import skip_first_batches
 from pta.state import capture_rng, restore_rng, sampler_generator
 
 
-def epoch_batches(dataloader: Iterable[Any], resume: dict[str, Any] | None
+def epoch_batches(dataloader: Iterable[Any], resume: dict[str, Any] | None, dataset: object = None
                   ) -> tuple[dict[str, Any], Iterator[tuple[int, Any]]]:
     """The RNG state at the epoch's start (saved in training states) and the ``(step, batch)`` pairs left.
 
@@ -23,9 +23,9 @@ def epoch_batches(dataloader: Iterable[Any], resume: dict[str, Any] | None
     """
     generator = sampler_generator(dataloader)
     if resume is None:
-        return capture_rng(generator), iter(enumerate(dataloader))
+        return capture_rng(generator, dataset), iter(enumerate(dataloader))
     epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
-    restore_rng(epoch_rng, generator)  # the epoch's shuffle is drawn again, identically
+    restore_rng(epoch_rng, generator, dataset)  # the epoch's shuffle (or stream position) again
     return epoch_rng, _resumed(skip_first_batches(dataloader, start) if start else dataloader,  # type: ignore[arg-type]  # any DataLoader
                                start, resume["rng"])
 

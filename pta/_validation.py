@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sized
 from typing import Any, cast
 
 from torch import Tensor
 from torch.utils.data import DataLoader
+
+import torch
+from torch import nn
+from torch.nn import functional
+from torch.utils.data import IterableDataset
+
+from pta._accelerate import unwrap_optimizer
 
 
 class ConfigurationError(ValueError):
@@ -69,6 +77,73 @@ def needs_mixin(argument: str, mixin: str, trainer_cls: type) -> ConfigurationEr
     )
 
 
+def check_seed(seed: object) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ConfigurationError(f"seed must be an integer or None, got {seed!r} ({type(seed).__name__}): "
+                                 "pass e.g. seed=42 to the trainer")
+
+
+def check_optimizer_parameters(model: nn.Module, loss_func: object, optimizer: torch.optim.Optimizer) -> None:
+    """Every parameter the optimizer updates belongs to the model (or to a loss module): an optimizer
+    built over another model's parameters would train nothing the run uses."""
+    if unwrap_optimizer(optimizer) is not optimizer:
+        return  # prepared by an earlier run together with the model (FSDP/DeepSpeed hold flattened copies)
+    own = {id(p) for p in model.parameters()}
+    if isinstance(loss_func, nn.Module):
+        own |= {id(p) for p in loss_func.parameters()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    foreign = sum(id(p) not in own for p in params)
+    if foreign:
+        raise ConfigurationError(
+            f"the optimizer updates {foreign} of its {len(params)} parameter tensors that are not the model's "
+            f"(nor the loss_func's){': the model would never change' if foreign == len(params) else ''}. "
+            "Create the optimizer from the parameters of the model you pass to the trainer, e.g. "
+            "torch.optim.AdamW(model.parameters()), after creating (or re-creating) that model."
+        )
+
+
+def check_mixed_precision(trainer: Any) -> None:
+    acc = trainer._accelerator
+    if acc.mixed_precision == "fp16" and acc.device.type == "cpu" and acc.scaler is None:
+        raise ConfigurationError(
+            "mixed_precision='fp16' needs a GPU: on the CPU Accelerate ignores it and every tensor stays "
+            "float32. Use mixed_precision='bf16' (autocast runs on CPUs) or mixed_precision='no'."
+        )
+
+
+# Losses that compare outputs and targets element by element and broadcast differing shapes (torch only warns).
+_ELEMENTWISE_LOSSES: tuple[type[nn.Module], ...] = (
+    nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss, nn.SoftMarginLoss,
+)
+_ELEMENTWISE_FUNCTIONS: tuple[object, ...] = (
+    functional.mse_loss, functional.l1_loss, functional.smooth_l1_loss, functional.huber_loss,
+    functional.binary_cross_entropy, functional.binary_cross_entropy_with_logits, functional.soft_margin_loss,
+)
+
+
+def check_loss_shapes(loss_func: object, outputs: object, targets: object) -> None:
+    """Refuse what an elementwise loss would broadcast (e.g. outputs (8, 1) with targets (8,) -> (8, 8))."""
+    if not (isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor)) or outputs.shape == targets.shape:
+        return
+    if isinstance(loss_func, _ELEMENTWISE_LOSSES) or any(loss_func is f for f in _ELEMENTWISE_FUNCTIONS):
+        name = getattr(loss_func, "__name__", type(loss_func).__name__)
+        raise ConfigurationError(
+            f"loss_func {name} got model outputs of shape {tuple(outputs.shape)} and targets of shape "
+            f"{tuple(targets.shape)}: it would broadcast them and compute a wrong loss. Make the shapes equal "
+            "(e.g. targets of shape (N, 1) for outputs (N, 1), or outputs.squeeze(-1)), or override "
+            "calculate_train_batch_loss / calculate_eval_batch_loss."
+        )
+
+
+def check_loss_value(hook_name: str, loss: object) -> None:
+    if not isinstance(loss, torch.Tensor):
+        raise ConfigurationError(
+            f"{hook_name} returned a 'loss' of type {type(loss).__name__}; it must be a tensor that autograd "
+            "can back-propagate: return loss_func's tensor (not loss.item() or a Python number), and make a "
+            "custom loss_func return a torch.Tensor"
+        )
+
+
 def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
     """Every check of ``train()``'s arguments, before any work; ``arguments`` are train()'s locals."""
     check_dataset("train_dataset", arguments["train_dataset"])
@@ -78,10 +153,17 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
     check_positive_float("gradient_clip_value", arguments["gradient_clip_value"])
     check_positive_float("gradient_clip_norm", arguments["gradient_clip_norm"])
     check_scheduler_factory(arguments["create_scheduler_fn"])
+    train_dl_kwargs = arguments["train_dataloader_kwargs"] or {}
+    if isinstance(arguments["train_dataset"], IterableDataset) and train_dl_kwargs.get("shuffle"):
+        raise ConfigurationError("train_dataloader_kwargs has shuffle=True, but train_dataset is an IterableDataset, "
+                                 "which yields samples in its own order: drop shuffle (shuffle inside the dataset)")
     if arguments["eval_dataset"] is not None:
         check_dataset("eval_dataset", arguments["eval_dataset"])
     if trainer.optimizer is None:
         raise ConfigurationError("train() needs an optimizer: pass optimizer= to the trainer")
+    check_seed(trainer.seed)
+    check_optimizer_parameters(trainer.model, trainer.loss_func, trainer.optimizer)
+    check_mixed_precision(trainer)
     if arguments["gradient_accumulation_steps"] != 1 and not getattr(trainer, "accumulates_gradients", False):
         raise needs_mixin("gradient_accumulation_steps other than 1", "GradAccumMixin", type(cast(object, trainer)))
     if arguments["create_scheduler_fn"] is not None and not getattr(trainer, "supports_schedulers", False):

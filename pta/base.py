@@ -7,7 +7,6 @@ override calling ``super()``. docs/loop.md gives the order of hooks and callback
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast, overload
@@ -15,6 +14,7 @@ from typing import Any, ClassVar, Literal, cast, overload
 import torch
 from torch.utils.data import DataLoader
 
+from pta import _training_state as training_state
 from pta import _validation as check
 from pta._accelerate import set_seed
 from pta._agreement import StopAgreement
@@ -28,6 +28,7 @@ from pta._capabilities import (
 )
 from pta._data import length
 from pta._epoch_batches import epoch_batches
+from pta._fingerprint import check_allowed_changes
 from pta._types import BatchT, DatasetLike
 from pta.callbacks.base import EventName, StopTrainingError
 from pta.checkpoint import CheckpointError, load_torch_file
@@ -36,17 +37,7 @@ from pta.hooks import TrainerHooks
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
-from pta.state import (
-    capture_rng,
-    commit_dir,
-    partial_dir,
-    rank_file,
-    read_meta,
-    resolve_state_dir,
-    restore_rng,
-    sampler_generator,
-    write_meta,
-)
+from pta.state import capture_rng, read_meta, resolve_state_dir, restore_rng, sampler_generator
 
 __all__ = ["HookChainError", "HookNameError", "TrainerBase"]
 
@@ -62,6 +53,7 @@ class TrainerBase(TrainerHooks[BatchT]):
     interrupt_grace_s: ClassVar[float] = 60.0
     """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary before the process
     exits anyway (blocked for good: a peer is gone, the launcher died); see ``pta.interrupt``."""
+    _resume_allow_changes: frozenset[str] = frozenset()
 
     # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
     # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
@@ -75,7 +67,8 @@ class TrainerBase(TrainerHooks[BatchT]):
               train_dataloader_kwargs: dict[str, Any] | None = None,
               eval_dataloader_kwargs: dict[str, Any] | None = None,
               reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
-              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None,
+              resume_allow_changes: Iterable[str] = ()) -> None: ...
 
     @overload
     def train(self: SupportsGradAccumulation, train_dataset: DatasetLike, num_epochs: int | None,
@@ -86,7 +79,8 @@ class TrainerBase(TrainerHooks[BatchT]):
               train_dataloader_kwargs: dict[str, Any] | None = None,
               eval_dataloader_kwargs: dict[str, Any] | None = None,
               reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
-              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None,
+              resume_allow_changes: Iterable[str] = ()) -> None: ...
 
     @overload
     def train(self: SupportsSchedulers, train_dataset: DatasetLike, num_epochs: int | None,
@@ -98,7 +92,8 @@ class TrainerBase(TrainerHooks[BatchT]):
               train_dataloader_kwargs: dict[str, Any] | None = None,
               eval_dataloader_kwargs: dict[str, Any] | None = None,
               reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
-              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None,
+              resume_allow_changes: Iterable[str] = ()) -> None: ...
 
     @overload
     def train(self, train_dataset: DatasetLike, num_epochs: int | None,
@@ -110,7 +105,8 @@ class TrainerBase(TrainerHooks[BatchT]):
               train_dataloader_kwargs: dict[str, Any] | None = None,
               eval_dataloader_kwargs: dict[str, Any] | None = None,
               reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
-              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None: ...
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None,
+              resume_allow_changes: Iterable[str] = ()) -> None: ...
 
     def train(self: Any, train_dataset: DatasetLike, num_epochs: int | None,
               eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
@@ -120,7 +116,8 @@ class TrainerBase(TrainerHooks[BatchT]):
               train_dataloader_kwargs: dict[str, Any] | None = None,
               eval_dataloader_kwargs: dict[str, Any] | None = None,
               reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
-              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None) -> None:
+              resume_from: str | Path | None = None, *, gradient_clip_norm: float | None = None,
+              resume_allow_changes: Iterable[str] = ()) -> None:
         """Train for ``num_epochs`` epochs (or exactly ``max_num_train_steps`` optimizer updates, which
         then wins), evaluating on ``eval_dataset`` after every epoch. With ``reset_run_history=False``
         they come after the epochs already in the run history, as in pytorch-accelerated.
@@ -131,6 +128,10 @@ class TrainerBase(TrainerHooks[BatchT]):
         advanced complete state in the run's state directories (every ``SaveTrainingStateCallback``'s
         ``save_dir`` and ``interrupt_state_dir``) and starts fresh when there is none: the same command
         then serves the first start and every restart (``torchrun --max-restarts``).
+        A state saved by a different kind of run (batch size, accumulation, dataset length, process count,
+        optimizer, parameters, stateful callbacks) is refused; ``resume_allow_changes`` names the settings
+        whose change you accept (``"per_device_batch_size"``, ``"gradient_accumulation_steps"``,
+        ``"dataset_length"``).
         """
         TrainerBase._train(self, **{k: v for k, v in locals().items() if k != "self"})
 
@@ -139,8 +140,10 @@ class TrainerBase(TrainerHooks[BatchT]):
                gradient_clip_value: float | None, create_scheduler_fn: SchedulerFactory | None,
                train_dataloader_kwargs: dict[str, Any] | None, eval_dataloader_kwargs: dict[str, Any] | None,
                reset_run_history: bool, collate_fn: Callable[[list[Any]], Any] | None,
-               resume_from: str | Path | None, gradient_clip_norm: float | None) -> None:
+               resume_from: str | Path | None, gradient_clip_norm: float | None,
+               resume_allow_changes: Iterable[str]) -> None:
         check.check_train_arguments(self, locals())
+        self._resume_allow_changes = check_allowed_changes(resume_allow_changes)
         auto = isinstance(resume_from, str) and resume_from == AUTO
         resume_dir = resolve_state_dir(resume_from) if resume_from is not None and not auto else None
         if resume_dir is not None:
@@ -248,6 +251,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         return self._eval_dataloader
 
     def _start_run(self) -> None:
+        check.check_seed(self.seed)  # evaluate() and predict() come here too
         self._accelerator = self._create_accelerator()
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)
@@ -283,6 +287,9 @@ class TrainerBase(TrainerHooks[BatchT]):
                 self.print(f"Resuming from {resume_dir} (epoch {self.run_history.current_epoch}, "
                            f"{self._batches_done} batches into it, {self._num_updates} updates done)")
             self._agreed_event("on_training_run_start")
+            if self._resume is not None:  # after the event, at which callbacks set up their per-run state
+                states = self._resume.get("callbacks", {})
+                training_state.load_callback_states(self.callback_handler.callbacks, states)
             while self.run_history.current_epoch < self._first_epoch + self.run_config.num_epochs:
                 try:
                     reached_max = self._run_epoch()
@@ -337,7 +344,7 @@ class TrainerBase(TrainerHooks[BatchT]):
         handler.call_event("on_train_epoch_start", self)
         num_batches = length(dataloader)
         reached_max = False
-        self._epoch_rng, batches = epoch_batches(dataloader, resume)
+        self._epoch_rng, batches = epoch_batches(dataloader, resume, self.train_dataset)
         for step, batch in batches:
             handler.call_event("on_train_step_start", self)
             is_update = self.is_update_step(step, num_batches)
@@ -397,7 +404,11 @@ class TrainerBase(TrainerHooks[BatchT]):
     def _save_interrupted_state(self, signum: int) -> None:
         self._interrupt.acknowledge()  # the save may take long; it is no longer a process that hangs
         assert self.interrupt_state_dir is not None
-        directory = self.save_training_state(self.interrupt_state_dir)
+        try:
+            directory = self.save_training_state(self.interrupt_state_dir)
+        except CheckpointError as error:  # still stop as interrupted, carrying why nothing was saved
+            self.print(f"\nInterrupted by signal {signum}, but the training state could not be saved: {error}")
+            raise TrainingInterrupted(signum, None, save_error=error) from error
         self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"
                    f"Resume with trainer.train(..., resume_from={str(directory)!r}) and the same arguments.")
         raise TrainingInterrupted(signum, str(directory))
@@ -407,43 +418,17 @@ class TrainerBase(TrainerHooks[BatchT]):
         """Save everything needed to continue this run exactly, atomically, into ``output_dir``.
 
         Call it at any point of a run, e.g. from a callback's ``on_train_step_end``; every process must
-        call it. Returns the directory. docs/training_state.md describes the files.
+        call it. Returns the directory. A failed save raises ``CheckpointError`` on every process and
+        leaves earlier states intact. docs/training_state.md describes the files and guarantees.
         """
-        target, acc = Path(output_dir), self._accelerator
-        partial = partial_dir(target)
-        if acc.is_main_process and partial.exists():
-            shutil.rmtree(partial)
-        acc.wait_for_everyone()
-        acc.save_state(partial)
-        state = self._call_chain("training_state_dict", self.training_state_dict)
-        state["rng"] = capture_rng(sampler_generator(self._train_dataloader))
-        state["user"] = dict(checkpoint_kwargs or {})
-        torch.save(state, rank_file(partial, acc.process_index))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            write_meta(partial, {"num_processes": acc.num_processes, "epoch": state["epoch"],
-                                 "phase": state["phase"], "batches_done": state["batches_done"],
-                                 "num_updates": state["num_updates"]})
-            commit_dir(partial, target)
-        acc.wait_for_everyone()
-        return target
+        return training_state.save_training_state(self, output_dir, checkpoint_kwargs)
 
     def load_training_state(self, input_dir: str | Path) -> dict[str, Any]:
         """Restore a state written by ``save_training_state`` into the prepared run; ``train(resume_from=...)``
-        calls it. Returns the state's metadata and the ``checkpoint_kwargs`` saved with it."""
-        directory, acc = resolve_state_dir(input_dir), self._accelerator
-        meta = read_meta(directory)
-        if meta["num_processes"] != acc.num_processes:
-            raise CheckpointError(f"training state {directory} was saved by {meta['num_processes']} process(es); "
-                                  f"this run has {acc.num_processes}")
-        state = load_torch_file(rank_file(directory, acc.process_index))
-        try:
-            acc.load_state(directory)
-        except Exception as error:
-            raise CheckpointError(f"cannot load the model/optimizer state in {directory}: {error}") from error
-        self._call_chain("load_training_state_dict", lambda: self.load_training_state_dict(state))
-        self._resume = {key: state[key] for key in ("phase", "batches_done", "epoch_rng", "rng")}
-        return {**meta, **state["user"], "current_epoch": state["epoch"]}
+        calls it. It first checks the files' checksums and that the state was saved by the same kind
+        of run (``train(resume_allow_changes=...)`` accepts some changes). Callbacks' states are
+        restored after ``on_training_run_start``. Returns the state's metadata and ``checkpoint_kwargs``."""
+        return training_state.load_training_state(self, input_dir, self._resume_allow_changes)
 
     def training_state_dict(self) -> dict[str, Any]:
         """Builder of this process's resumable state; mixins call ``super()`` first and add their keys."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, ca
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from typing_extensions import override
 
 from pta import _validation as check
@@ -254,7 +254,9 @@ class TrainerHooks(Generic[BatchT]):
 
     # ------------------------------------------------------------------ dataloaders (user hooks)
     def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
-        return {"shuffle": True, "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
+        # an IterableDataset has its own order: a DataLoader cannot shuffle it
+        return {"shuffle": not isinstance(self.train_dataset, IterableDataset),
+                "pin_memory": torch.cuda.is_available(), "batch_size": batch_size,
                 "num_workers": 0, "worker_init_fn": worker_init_fn}
 
     def get_default_eval_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
@@ -343,6 +345,7 @@ class TrainerHooks(Generic[BatchT]):
             raise TypeError(f"{compute.__name__} must return a dict with a 'loss' tensor (a BatchOutput), "
                             f"got {_describe(result)}")
         batch_output = cast(BatchOutput, result)
+        check.check_loss_value(compute.__name__, batch_output["loss"])
         size = batch_output.get("batch_size")
         return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)
 
@@ -361,6 +364,7 @@ class TrainerHooks(Generic[BatchT]):
     def _loss(self, outputs: Any, targets: Any) -> Tensor:
         if self.loss_func is None:
             raise TypeError("loss_func is None: pass one, or override calculate_*_batch_loss")
+        check.check_loss_shapes(self.loss_func, outputs, targets)
         return self.loss_func(outputs, targets)
 
     def backward_step(self, loss: Tensor) -> None:

@@ -28,13 +28,15 @@ class TrainingInterrupted(SystemExit):
     """Raised by ``train()`` after a signal stopped it and its state was saved.
 
     A ``SystemExit`` so that an interrupted script ends without a traceback and with the shell's
-    conventional code (128 + signal number); catch it to carry on in the same process.
+    conventional code (128 + signal number); catch it to carry on in the same process. When the
+    state could not be saved, ``state_dir`` is ``None`` and ``save_error`` says why.
     """
 
-    def __init__(self, signum: int, state_dir: str) -> None:
+    def __init__(self, signum: int, state_dir: str | None, save_error: Exception | None = None) -> None:
         super().__init__(128 + signum)
         self.signum = signum
         self.state_dir = state_dir
+        self.save_error = save_error
 
 
 class DistributedRunError(RuntimeError):

@@ -136,7 +136,7 @@ PA_SIGNATURES: dict[str, dict[str, Any]] = {
     "LimitBatchesCallback": {"num_batches": inspect.Parameter.empty},
     "LimitEvalStepsCallback": {"num_eval_steps": inspect.Parameter.empty, "limit_intermediate_only": True},
     "SaveTrainingStateCallback": {"save_dir": "training_states", "save_every_n_epochs": None, "save_every_n_steps": None,
-                                  "save_at_end": True, "max_checkpoints": None},
+                                  "save_at_end": True, "max_checkpoints": 5},  # pa: None (unbounded)
     "WSDCheckpointCallback": {"save_dir": "checkpoints", "save_optimizer": True, "save_scheduler": True,
                               "initial_checkpoint": None},
 }
@@ -395,6 +395,7 @@ def test_sync_batchnorm_converts_before_the_model_is_prepared() -> None:
 def test_sync_batchnorm_refuses_a_model_assigned_after_construction() -> None:
     trainer = make_trainer(AlwaysDistributed(), model=bn_model())
     trainer.model = bn_model()
+    trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1)  # else train() refuses the optimizer
     with pytest.raises(RuntimeError, match="convert_sync_batchnorm"):
         train(trainer, num_epochs=1)
 
@@ -527,7 +528,7 @@ def test_save_training_state_names_do_not_collide_after_a_resume(tmp_path: Path)
     train(make_trainer(first, Snapshots(stop_after_updates=5)))  # 16 updates planned, stopped after 5
     assert state_names(tmp_path) == {"step_2", "step_4"}
 
-    second = SaveTrainingStateCallback(tmp_path, save_every_n_steps=2, save_at_end=False)
+    second = SaveTrainingStateCallback(tmp_path, save_every_n_steps=2, save_at_end=False, max_checkpoints=None)
     train(make_trainer(second), resume_from=tmp_path / "step_4")
     assert state_names(tmp_path) == {f"step_{n}" for n in range(2, 17, 2)}
     assert all(meta(tmp_path / f"step_{n}")["num_updates"] == n for n in range(2, 17, 2))
@@ -671,6 +672,7 @@ def _distributed_worker(out_dir: Path) -> dict[str, Any]:
     result["converted"] = any(isinstance(m, nn.SyncBatchNorm) for m in converted.model.modules())
     replaced = trainer_with(ConvertSyncBatchNormCallback(), model=bn_model())
     replaced.model = bn_model()
+    replaced.optimizer = torch.optim.SGD(replaced.model.parameters(), lr=0.05)  # else train() refuses the optimizer
     try:
         train(replaced, num_epochs=1)
         result["refused"] = ""

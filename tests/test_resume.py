@@ -135,7 +135,7 @@ def test_interrupted_save_leaves_the_previous_state_intact(tmp_path: Path, monke
             monkeypatch.setattr(torch, "save", failing_save)
             trainer.save_training_state(state)
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):
         _run([SaveFails()])
     monkeypatch.undo()
     assert sorted(p.name for p in state.iterdir()) == before

@@ -23,7 +23,8 @@ class EarlyStoppingCallback(TrainerCallback):
     best. A NaN value is never an improvement.
 
     Every process stops at the same epoch: pta's losses are means over all processes, and for a metric
-    recorded per process the main process's value is used (see ``docs/callbacks.md``).
+    recorded per process the main process's value is used (see ``docs/callbacks.md``). The best value
+    and the counter are saved in training states (``state_dict``), so a resumed run continues them.
 
     :param early_stopping_patience: epochs without improvement after which training stops (>= 1)
     :param early_stopping_threshold: the minimum change (>= 0) that counts as an improvement
@@ -76,6 +77,15 @@ class EarlyStoppingCallback(TrainerCallback):
                 f"Stopping training due to no improvement of {self.watch_metric} "
                 f"after {self.early_stopping_patience} epochs"
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in training states, so that a resumed run keeps its best value and patience count."""
+        return {"best_metric": self.best_metric,
+                "early_stopping_patience_counter": self.early_stopping_patience_counter}
+
+    def load_state_dict(self, state_dict: dict[str, Any], /) -> None:
+        self.best_metric = state_dict["best_metric"]
+        self.early_stopping_patience_counter = state_dict["early_stopping_patience_counter"]
 
     def _print_counter(self, trainer: TrainerLike) -> None:
         trainer.print(f"Early stopping counter: {self.early_stopping_patience_counter}/{self.early_stopping_patience}")

@@ -33,8 +33,9 @@ class ModelEmaCallback(SaveBestModelCallback):
       an ``eval_dataset``. Intermediate evaluations (``StepBasedEvaluationCallback``) do not evaluate the EMA.
     - ``evaluate_during_training=False``: the EMA is saved after every epoch.
 
-    The model is never replaced by the EMA at the end of the run. Place this callback after callbacks
-    that record metrics and before callbacks that log them.
+    The EMA weights and the best value are saved in training states (``state_dict``), so a resumed run
+    continues the same EMA. The model is never replaced by the EMA at the end of the run. Place this
+    callback after callbacks that record metrics and before callbacks that log them.
 
     :param decay: the EMA decay per optimizer update (``ema = decay * ema + (1 - decay) * weights``)
     :param evaluate_during_training: evaluate the EMA after each epoch and save the best one
@@ -96,6 +97,16 @@ class ModelEmaCallback(SaveBestModelCallback):
         self.ema_model = self.model_ema_cls(trainer.get_model(keep_torch_compile=False), decay=self.decay)
         self.ema_model.to(trainer.device)
         self._updates.start(trainer)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The best value and the EMA weights, saved in training states so a resumed run continues the EMA."""
+        return {**super().state_dict(), "ema": self._ema().state_dict()}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any], /) -> None:
+        super().load_state_dict(state_dict)
+        self._ema().load_state_dict(state_dict["ema"])
 
     @override
     def on_train_step_end(

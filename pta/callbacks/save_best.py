@@ -22,7 +22,8 @@ class SaveBestModelCallback(TrainerCallback):
     before any checkpoint was written (stopped early, or every value NaN) loads nothing.
 
     Every process takes the same decision: pta's losses are means over all processes, and for a metric
-    recorded per process the main process's value is used (see ``docs/callbacks.md``).
+    recorded per process the main process's value is used (see ``docs/callbacks.md``). The best value
+    is saved in training states (``state_dict``), so a resumed run keeps it.
 
     :param save_path: the checkpoint file (``.pt``)
     :param watch_metric: the run-history metric that decides which model is best
@@ -54,6 +55,16 @@ class SaveBestModelCallback(TrainerCallback):
         self.best_metric_epoch: int | None = None
         self.checkpoint_saved = False
         """Whether ``save_path`` holds a checkpoint written by this callback for the current best value."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in training states, so that a resumed run compares with the best value found before."""
+        return {"best_metric": self.best_metric, "best_metric_epoch": self.best_metric_epoch,
+                "checkpoint_saved": self.checkpoint_saved}
+
+    def load_state_dict(self, state_dict: dict[str, Any], /) -> None:
+        self.best_metric = state_dict["best_metric"]
+        self.best_metric_epoch = state_dict["best_metric_epoch"]
+        self.checkpoint_saved = state_dict["checkpoint_saved"]
 
     def _save_if_best(self, trainer: TrainerLike) -> bool:
         current = latest_metric(trainer, self.watch_metric, type(self).__name__)

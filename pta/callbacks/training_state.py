@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from pta._types import BatchOutput
 from pta.callbacks._trainer_access import UpdateCounter, check_positive, training_states
 from pta.callbacks.base import TrainerCallback
 from pta.protocols import TrainerLike
-from pta.state import META_FILE
+from pta.state import META_FILE, remove_state
 
 _STATE_NAME = re.compile(r"(step|epoch)_\d+|final")
 
@@ -28,9 +27,10 @@ class SaveTrainingStateCallback(TrainerCallback):
     ``on_training_run_epoch_end``, after the epoch's evaluation, so a resume does not repeat it) and
     ``final``. Saves happen after the optimizer update of the step (pta's ``on_train_step_end``).
 
-    With ``max_checkpoints=N`` only the N most recently written states in ``save_dir`` are kept,
+    Only the ``max_checkpoints`` (default 5) most recently written states in ``save_dir`` are kept,
     counting states an earlier (resumed) run wrote there under these names; the main process alone
-    deletes the older ones.
+    deletes the older ones, each first renamed to a hidden ``.<name>.deleting`` (removed by later saves
+    if a crash interrupts the deletion), so no incomplete state is ever visible.
 
     For the best model by a metric use :class:`SaveBestModelCallback`; both can be used together.
 
@@ -38,7 +38,7 @@ class SaveTrainingStateCallback(TrainerCallback):
     :param save_every_n_epochs: save after every N epochs (``None``: never)
     :param save_every_n_steps: save after every N optimizer updates (``None``: never)
     :param save_at_end: save ``final`` when the training run ends
-    :param max_checkpoints: keep at most this many states (``None``: keep all)
+    :param max_checkpoints: keep at most this many states (``None``: keep all, which can fill a disk)
     """
 
     def __init__(
@@ -47,7 +47,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         save_every_n_epochs: int | None = None,
         save_every_n_steps: int | None = None,
         save_at_end: bool = True,
-        max_checkpoints: int | None = None,
+        max_checkpoints: int | None = 5,
     ) -> None:
         check_positive("save_every_n_epochs", save_every_n_epochs, allow_none=True)
         check_positive("save_every_n_steps", save_every_n_steps, allow_none=True)
@@ -86,7 +86,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         while len(self._saved_checkpoints) > self.max_checkpoints:
             old_dir = self._saved_checkpoints.pop(0)
             if trainer.is_world_main_process and old_dir.exists():
-                shutil.rmtree(old_dir)
+                remove_state(old_dir)
                 trainer.print(f"Removed old training state: {old_dir}")
 
     @override

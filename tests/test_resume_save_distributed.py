@@ -1,0 +1,89 @@
+"""A save that fails on one of two processes raises ``CheckpointError`` on both (no hang) and keeps the
+earlier state; a state saved by 2 processes resumes and is checked like a single-process one.
+
+This file is also the worker script that ``torchrun`` runs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from typing_extensions import override
+
+from pta import CheckpointError, DefaultTrainer, TrainerCallback
+from pta.protocols import TrainerLike
+from tests._helpers import linear_model, regression_data
+
+WORKER_DEADLINE_S = 90  # a process stuck in a collective is ended, so the launch fails instead of hanging
+
+
+class FailOnRank1(TrainerCallback):
+    """Saves ``good`` after update 2; at update 4 the disk of rank 1 is full while both save ``bad``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        if trainer.num_updates == 2:
+            trainer.save_training_state(self.directory / "good")
+        if trainer.num_updates == 4:
+            if os.environ["RANK"] == "1":
+                def no_space(*args: Any, **kw: Any) -> None:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+                torch.save = no_space  # this worker process only
+            trainer.save_training_state(self.directory / "bad")
+
+
+def _worker(directory: Path) -> dict[str, Any]:
+    model = linear_model()
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                             callbacks=[FailOnRank1(directory)])
+    real_save = torch.save
+    try:
+        trainer.train(regression_data(32), 2, per_device_batch_size=4)
+        error = ""
+    except CheckpointError as caught:
+        error = str(caught)
+    torch.save = real_save
+    model = linear_model()
+    resumed = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    resumed.train(regression_data(32), 2, per_device_batch_size=4, resume_from=directory / "latest")
+    return {"error": error, "updates": resumed.num_updates}
+
+
+def test_a_save_failing_on_one_process_fails_on_both_and_keeps_earlier_states(tmp_path: Path) -> None:
+    from tests.distributed._launch import run_torchrun
+
+    run_torchrun(Path(__file__), str(tmp_path), timeout=240)  # fails the test on a hang or a failed process
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert "no space left on device" in results[1]["error"]
+    assert "another process failed to write its part" in results[0]["error"]
+    for result in results:
+        assert str(tmp_path / "bad") in result["error"]
+        assert result["updates"] == 8  # resumed from "good" (2 updates) and finished 2 epochs of 4 updates
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["good"]
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    threading.Timer(WORKER_DEADLINE_S, lambda: os._exit(3)).start()
+    _directory = Path(sys.argv[1])
+    _code = 0
+    try:
+        _result = _worker(_directory)
+        torch.save(_result, _directory / f"rank{os.environ['RANK']}.pt")
+    except BaseException:  # noqa: BLE001 - report anything, then exit non-zero
+        traceback.print_exc()
+        _code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_code)  # gloo may abort at interpreter exit otherwise
