@@ -110,17 +110,17 @@ SNIPPETS: dict[str, str] = {
                 self.steps = 0
 
             @override
-            def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+            def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
                 self.steps += 1
 
 
         class LossPrinter(TrainerCallback):
             @override
-            def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+            def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
                 trainer.print(float(batch_output["loss"]))
 
             @override
-            def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+            def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
                 trainer.print(trainer.run_history.get_latest_metric("eval_loss_epoch"))
 
 
@@ -194,7 +194,7 @@ SNIPPETS: dict[str, str] = {
 
         class WrongKeywordType(TrainerCallback):
             @override
-            def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: int, **kwargs: Any) -> None:  # E: [override] on_train_step_end
+            def on_train_step_end(self, trainer: TrainerLike, *, batch_output: int, **kwargs: Any) -> None:  # E: [override] on_train_step_end
                 pass
 
 
@@ -209,7 +209,7 @@ SNIPPETS: dict[str, str] = {
 
 
         class NoDecorator(TrainerCallback):
-            def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:  # E: [explicit-override] not using @override
+            def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:  # E: [explicit-override] not using @override
                 pass
     """,
     "bad_mixed_precision": """

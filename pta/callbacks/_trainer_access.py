@@ -88,10 +88,10 @@ def extra_eval_epochs(trainer: TrainerLike, who: str) -> SupportsExtraEvalEpoch:
 def updates_done(trainer: TrainerLike) -> int | None:
     """The number of optimizer updates of the run so far, continuing across epochs and resumes.
 
-    Read from the trainer's ``num_updates`` (a public property, where the trainer has one) or
-    ``TrainerBase``'s ``_num_updates``; ``None`` for a trainer with neither.
+    Read from ``TrainerBase``'s ``_num_updates`` (the loop's own count: user code may assign the public
+    ``num_updates``) or the trainer's ``num_updates``; ``None`` for a trainer with neither.
     """
-    for name in ("num_updates", "_num_updates"):
+    for name in ("_num_updates", "num_updates"):
         value = getattr(trainer, name, None)
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
+
+from typing_extensions import override
 
 from pta._types import BatchOutput
 from pta.protocols import TrainerLike
@@ -27,6 +31,20 @@ EventName = Literal[
 ]
 EVENTS: tuple[EventName, ...] = get_args(EventName)
 _RUN_END_EVENTS: frozenset[str] = frozenset({"on_training_run_end", "on_evaluation_run_end"})
+_DECLARED_CUSTOM_EVENTS: set[str] = set()  # every ``custom_events`` entry of every TrainerCallback subclass
+
+
+def _closest_event(name: str) -> str:
+    match = difflib.get_close_matches(name, EVENTS, n=1, cutoff=0.0)
+    return match[0] if match else EVENTS[0]
+
+
+def _not_an_event(name: str, where: str) -> str:
+    return (
+        f"{where}: {name!r} is not a callback event; did you mean {_closest_event(name)!r}? "
+        f"For a custom event of your own, list it in the class attribute custom_events = ({name!r},) "
+        "(names without the on_ prefix need no declaration)"
+    )
 
 
 class StopTrainingError(Exception):
@@ -41,60 +59,86 @@ class CallbackMethodNotImplementedError(Exception):
 class TrainerCallback:
     """Subclass and override the events you need; the trainer calls only overridden events.
 
-    Every event receives the trainer positionally and its data as keyword arguments, so an override
-    may take exactly the keywords it uses plus ``**kwargs``. Exceptions raised here propagate.
+    Every event receives the trainer (first, positionally) and its data as keyword arguments, so an
+    override may take exactly the keywords it uses plus ``**kwargs``, in pta's style
+    (``def on_eval_step_end(self, trainer, *, batch_output, **kwargs)``) or pytorch-accelerated's
+    (``def on_eval_step_end(self, trainer, batch, batch_output, **kwargs)``). Exceptions raised here propagate.
+
+    A method named ``on_...`` that is not an event is a typo until declared otherwise: defining one raises
+    ``TypeError`` when the class is created, naming the closest event. Custom events called by your own
+    trainer code through ``callback_handler.call_event(name, trainer, ...)`` either do not start with
+    ``on_`` (as in pytorch-accelerated's ``verify_train_batch`` example) or are listed in ``custom_events``.
     """
 
-    def on_init_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    custom_events: ClassVar[tuple[str, ...]] = ()
+    """Names of ``on_...`` methods of this class that are custom events, not misspelled built-in ones."""
+
+    @override
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared: set[str] = set()
+        for klass in cls.__mro__:
+            declared.update(vars(klass).get("custom_events", ()))
+        for name in declared:
+            if name in EVENTS:
+                raise TypeError(f"{cls.__qualname__}.custom_events lists {name!r}, which is a built-in event")
+        _DECLARED_CUSTOM_EVENTS.update(declared)
+        for name, value in vars(cls).items():
+            if not name.startswith("on_") or name in EVENTS or name in declared:
+                continue
+            if inspect.isfunction(value) or isinstance(value, (staticmethod, classmethod)):
+                raise TypeError(_not_an_event(name, f"{cls.__qualname__}.{name}"))
+
+    def on_init_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """The trainer has been constructed."""
 
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """A training run starts: everything is prepared, nothing has been trained."""
 
-    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """A training epoch starts (the model is in training mode)."""
 
-    def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """A training step starts; its batch has been loaded."""
 
     def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
     ) -> None:
         """A training step ended: backward is done and, on an update step, so are the optimizer and
         scheduler steps. ``batch_output["loss"]`` is the batch's true mean loss (not divided for
         accumulation); ``step`` counts batches within the epoch from 0."""
 
-    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """A training epoch ended; ``train_loss_epoch`` is recorded."""
 
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         """An evaluation epoch starts (the model is in eval mode); ``is_intermediate`` marks evaluations
         run in the middle of a training epoch."""
 
-    def on_eval_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_eval_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """An evaluation step starts."""
 
-    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, **kwargs: Any) -> None:
+    def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any) -> None:
         """An evaluation step ended. In distributed runs a process that ran out of batches repeats one to
         keep collectives aligned: ``trainer.eval_step_is_padding`` is then ``True`` and ``trainer.gather``
         drops its contribution."""
 
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         """An evaluation epoch ended; its loss is recorded."""
 
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """Training and evaluation of one epoch are done."""
 
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """The training run ended (normally or through ``StopTrainingError``)."""
 
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """An evaluation run (``trainer.evaluate``) starts."""
 
-    def on_evaluation_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """An evaluation run ended."""
 
-    def on_stop_training_error(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """A ``StopTrainingError`` ended the run early."""
 
 
@@ -104,6 +148,7 @@ class CallbackHandler:
     def __init__(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]] = ()) -> None:
         self.callbacks: list[TrainerCallback] = []
         self._dispatch: dict[str, list[Callable[..., None]]] = {event: [] for event in EVENTS}
+        self._custom: dict[str, list[Callable[..., None]]] = {}
         self.add_callbacks(callbacks)
 
     def add_callbacks(self, callbacks: Iterable[TrainerCallback | type[TrainerCallback]]) -> None:
@@ -148,7 +193,7 @@ class CallbackHandler:
     def has_listeners(self, event: EventName) -> bool:
         return bool(self._dispatch[event])
 
-    def call_event(self, event: EventName, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def call_event(self, event: EventName, trainer: TrainerLike, **kwargs: Any) -> None:
         """Call ``event`` on every callback that overrides it, in order; exceptions propagate.
 
         At the end of a run every callback is called even when an earlier one raised (so that

@@ -80,7 +80,7 @@ class CosineLrScheduler(StatefulSchedulerBase):
         self.warmup_lr_init = float(warmup_starting_lr)
         self.warmup_lr_ratio = None if warmup_starting_lr_ratio is None else float(warmup_starting_lr_ratio)
         self._validate()
-        self._apply_current()
+        self.apply_initial_values()
 
     def _validate(self) -> None:
         check_base_values(self)
@@ -197,7 +197,11 @@ class CosineLrScheduler(StatefulSchedulerBase):
 
     @override
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the schedule and its position, and set the optimizer's lr for the next update."""
+        """Restore the schedule and its position, and set the optimizer's lr for the next update.
+
+        Also takes a state written by pytorch-accelerated's ``CosineLrScheduler`` (no ``base_lr_values``; its
+        ``num_updates`` is one less than the number of updates performed, -1 before the first).
+        """
         self.total_iterations = check_positive_int("total_iterations", state_dict["total_iterations"])
         self.warmup_iterations = int(state_dict["warmup_iterations"])
         self.num_cooldown_iterations = int(state_dict["num_cooldown_iterations"])
@@ -208,4 +212,8 @@ class CosineLrScheduler(StatefulSchedulerBase):
         self.k_decay = float(state_dict["k_decay"])
         self._restore_base_values(state_dict.get("base_lr_values"))
         self._validate()
-        self._restore_position(state_dict["num_updates"])
+        num_updates = state_dict["num_updates"]
+        if "base_lr_values" not in state_dict and isinstance(num_updates, int):
+            # written by pytorch-accelerated, whose count is one behind (-1 before the first step())
+            num_updates += 1
+        self._restore_position(num_updates)

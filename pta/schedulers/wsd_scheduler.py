@@ -102,7 +102,7 @@ class WSDLrScheduler(StatefulSchedulerBase):
         self.num_checkpoints = check_positive_int("num_checkpoints", num_checkpoints)
         self.is_continuation_from_checkpoint = bool(is_continuation_from_checkpoint)
         self._configure()
-        self._apply_current()
+        self.apply_initial_values()
 
     def _configure(self) -> None:
         """Validate the settings together and derive the checkpoint periods."""
@@ -162,6 +162,15 @@ class WSDLrScheduler(StatefulSchedulerBase):
         """
         return self._num_updates - 1
 
+    @property
+    def previous_checkpoint_step(self) -> int | None:
+        """The 0-based index of the last update before the most recent decay phase this run has reached
+        (``pre_decay_step - 1``, pytorch-accelerated's value); ``None`` before the first one (also at the
+        start of a continuation segment)."""
+        reached = [info["pre_decay_step"] - 1 for info in self.checkpoint_decay_info
+                   if info["decay_steps"] and info["pre_decay_step"] <= self._num_updates]
+        return reached[-1] if reached else None
+
     def get_current_phase_info(self) -> DecayPeriodInfo:
         """The period of the most recent update (the first period before any update)."""
         return self.get_phase_info(self._num_updates)
@@ -210,7 +219,8 @@ class WSDLrScheduler(StatefulSchedulerBase):
         """Restore a saved state and set the optimizer's lr for the next update.
 
         A continuation scheduler given a previous run's state starts a new segment (see the class docstring);
-        otherwise the schedule and its position are restored exactly.
+        otherwise the schedule and its position are restored exactly. A state written by pytorch-accelerated
+        (without ``num_updates``) restores the schedule and keeps this scheduler's position, as that library does.
         """
         resumes_segment = bool(state_dict.get("is_continuation_from_checkpoint")) and (
             state_dict.get("total_steps") == self.total_steps
@@ -229,7 +239,8 @@ class WSDLrScheduler(StatefulSchedulerBase):
         self.num_checkpoints = check_positive_int("num_checkpoints", state_dict["num_checkpoints"])
         self.is_continuation_from_checkpoint = bool(state_dict["is_continuation_from_checkpoint"])
         self._configure()
-        self._restore_position(state_dict["num_updates"])
+        # pytorch-accelerated's states carry no position (it never saved its counter): keep this one's, as it does
+        self._restore_position(state_dict.get("num_updates", self._num_updates))
 
     @classmethod
     def create_scheduler_fn(
