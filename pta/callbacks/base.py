@@ -189,24 +189,45 @@ class CallbackHandler:
             ]
             for event in EVENTS
         }
+        self._custom = {}
 
-    def has_listeners(self, event: EventName) -> bool:
-        return bool(self._dispatch[event])
+    def _custom_listeners(self, event: str) -> list[Callable[..., None]]:
+        """The callbacks' methods for a custom event (one not in ``EVENTS``), looked up once per handler state."""
+        methods = self._custom.get(event)
+        if methods is None:
+            if event.startswith("on_") and event not in _DECLARED_CUSTOM_EVENTS:
+                raise ValueError(_not_an_event(event, "call_event"))
+            found = (getattr(cb, event, None) for cb in self.callbacks)
+            methods = self._custom[event] = [method for method in found if callable(method)]
+        return methods
 
-    def call_event(self, event: EventName, trainer: TrainerLike, **kwargs: Any) -> None:
-        """Call ``event`` on every callback that overrides it, in order; exceptions propagate.
+    def has_listeners(self, event: str) -> bool:
+        methods = self._dispatch.get(event)
+        return bool(methods if methods is not None else self._custom_listeners(event))
+
+    def call_event(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        """Call ``event`` on every callback that defines it, in order, with ``args`` and ``kwargs`` as given;
+        exceptions propagate.
+
+        Built-in events (``EVENTS``) reach only callbacks that override them; pta calls them as
+        ``call_event(event, trainer, **data)``. Any other name is a custom event, as in pytorch-accelerated:
+        ``call_event("verify_train_batch", trainer=self, xb=xb)`` calls ``verify_train_batch(trainer=self, xb=xb)``
+        on every callback that has such a method (an ``on_...`` name must be declared in ``custom_events``).
 
         At the end of a run every callback is called even when an earlier one raised (so that
         loggers and trackers close); the first exception is then re-raised, later ones noted on it.
         """
+        methods = self._dispatch.get(event)
+        if methods is None:
+            methods = self._custom_listeners(event)
         if event not in _RUN_END_EVENTS:
-            for method in self._dispatch[event]:
-                method(trainer, **kwargs)
+            for method in methods:
+                method(*args, **kwargs)
             return
         first: Exception | None = None
-        for method in self._dispatch[event]:
+        for method in methods:
             try:
-                method(trainer, **kwargs)
+                method(*args, **kwargs)
             except Exception as error:
                 if first is None:
                     first = error

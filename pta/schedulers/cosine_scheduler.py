@@ -192,15 +192,16 @@ class CosineLrScheduler(StatefulSchedulerBase):
             "k_decay": self.k_decay,
             "num_cooldown_iterations": self.num_cooldown_iterations,
             "base_lr_values": list(self.base_lr_values),
-            "num_updates": self._num_updates,
+            # pytorch-accelerated's meaning, so states load in either library: the index of the last update
+            "num_updates": self._num_updates - 1,
         }
 
     @override
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the schedule and its position, and set the optimizer's lr for the next update.
 
-        Also takes a state written by pytorch-accelerated's ``CosineLrScheduler`` (no ``base_lr_values``; its
-        ``num_updates`` is one less than the number of updates performed, -1 before the first).
+        States are interchangeable with pytorch-accelerated's ``CosineLrScheduler``: ``num_updates`` is, as
+        there, the index of the last update (one less than the updates performed, -1 before the first).
         """
         self.total_iterations = check_positive_int("total_iterations", state_dict["total_iterations"])
         self.warmup_iterations = int(state_dict["warmup_iterations"])
@@ -212,8 +213,7 @@ class CosineLrScheduler(StatefulSchedulerBase):
         self.k_decay = float(state_dict["k_decay"])
         self._restore_base_values(state_dict.get("base_lr_values"))
         self._validate()
-        num_updates = state_dict["num_updates"]
-        if "base_lr_values" not in state_dict and isinstance(num_updates, int):
-            # written by pytorch-accelerated, whose count is one behind (-1 before the first step())
-            num_updates += 1
-        self._restore_position(num_updates)
+        num_updates = state_dict["num_updates"]  # the index of the last update, -1 before the first
+        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < -1:
+            raise ValueError(f"num_updates must be an integer >= -1 (the index of the last update), got {num_updates!r}")
+        self._restore_position(num_updates + 1)
