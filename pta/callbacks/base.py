@@ -31,6 +31,7 @@ EventName = Literal[
 ]
 EVENTS: tuple[EventName, ...] = get_args(EventName)
 _RUN_END_EVENTS: frozenset[str] = frozenset({"on_training_run_end", "on_evaluation_run_end"})
+MYPY = False  # mypy takes a constant of this name as true (see TrainerCallback.on_train_step_end)
 _DECLARED_CUSTOM_EVENTS: set[str] = set()  # every ``custom_events`` entry of every TrainerCallback subclass
 
 
@@ -101,12 +102,32 @@ class TrainerCallback:
     def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """A training step starts; its batch has been loaded."""
 
-    def on_train_step_end(
-        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
-    ) -> None:
-        """A training step ended: backward is done and, on an update step, so are the optimizer and
-        scheduler steps. ``batch_output["loss"]`` is the batch's true mean loss (not divided for
-        accumulation); ``step`` counts batches within the epoch from 0."""
+    # The two events with data keywords are declared twice: for mypy (MYPY is true only there) with
+    # keyword-only data, for pyright and at run time with ``*args`` before it. Each checker then accepts
+    # both override styles, pta's keyword-only one and pytorch-accelerated's positional
+    # ``(self, trainer, batch, batch_output, **kwargs)``; one declaration satisfies only one checker.
+    if MYPY:
+        def on_train_step_end(
+            self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+        ) -> None: ...
+
+        def on_eval_step_end(
+            self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any
+        ) -> None: ...
+    else:
+        def on_train_step_end(  # pyright: ignore[reportRedeclaration]  # see above
+            self, trainer: TrainerLike, *args: Any, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+        ) -> None:
+            """A training step ended: backward is done and, on an update step, so are the optimizer and
+            scheduler steps. ``batch_output["loss"]`` is the batch's true mean loss (not divided for
+            accumulation); ``step`` counts batches within the epoch from 0."""
+
+        def on_eval_step_end(  # pyright: ignore[reportRedeclaration]  # see above
+            self, trainer: TrainerLike, *args: Any, batch_output: BatchOutput, batch: Any, **kwargs: Any
+        ) -> None:
+            """An evaluation step ended. In distributed runs a process that ran out of batches repeats one to
+            keep collectives aligned: ``trainer.eval_step_is_padding`` is then ``True`` and ``trainer.gather``
+            drops its contribution."""
 
     def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """A training epoch ended; ``train_loss_epoch`` is recorded."""
@@ -117,11 +138,6 @@ class TrainerCallback:
 
     def on_eval_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """An evaluation step starts."""
-
-    def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any) -> None:
-        """An evaluation step ended. In distributed runs a process that ran out of batches repeats one to
-        keep collectives aligned: ``trainer.eval_step_is_padding`` is then ``True`` and ``trainer.gather``
-        drops its contribution."""
 
     def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         """An evaluation epoch ended; its loss is recorded."""
