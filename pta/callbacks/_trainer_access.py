@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from pta._data import length
 from pta.callbacks.base import CallbackHandler
 from pta.protocols import TrainerLike
 
@@ -119,9 +120,10 @@ class UpdateCounter:
         """Call at ``on_train_step_end``: whether this step ended with an update; ``count`` is then current."""
         value = updates_done(trainer)
         if value is None:
-            k = trainer.run_config.gradient_accumulation_steps
-            loader = trainer.train_dataloader
-            last = loader is not None and step + 1 == len(loader)
+            setting: object = trainer.run_config.gradient_accumulation_steps
+            k = setting if isinstance(setting, int) and setting > 0 else 1  # a duck-typed trainer without the setting: every step
+            size = length(trainer.train_dataloader) if trainer.train_dataloader is not None else None
+            last = size is not None and step + 1 == size
             value = self.count + 1 if (step + 1) % k == 0 or last else self.count
         updated = value != self.count
         self.count = value

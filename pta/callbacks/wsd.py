@@ -143,7 +143,9 @@ class WSDCheckpointCallback(TrainerCallback):
         self.checkpoint_steps = set(scheduler.get_checkpoint_steps())
         self.decay_fraction = scheduler.decay_phase_ratio
         self.decay_info = scheduler.get_decay_info()
-        self._last_seen_step = scheduler.get_current_step() + 1
+        current: object = scheduler.get_current_step()
+        # a scheduler without an integer position yet (duck-typed) is treated as at its start
+        self._last_seen_step = current + 1 if isinstance(current, int) else 0
 
     @override
     def on_train_step_end(self, trainer: TrainerLike, step: int = 0, **kwargs: Any) -> None:
