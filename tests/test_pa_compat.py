@@ -17,6 +17,7 @@ from pta._types import BatchOutput
 from pta.callbacks import SaveTrainingStateCallback, TrainerCallback, WSDCheckpointCallback
 from pta.callbacks.base import CallbackHandler
 from pta.run_config import TrainerRunConfig
+from pta.tracking import InMemoryRunHistory
 from pta.schedulers import CosineLrScheduler, StatefulSchedulerBase, WSDLrScheduler
 from pta.utils import worker_init_fn
 from tests._helpers import linear_model, quiet_trainer, regression_data
@@ -348,3 +349,92 @@ def test_wsd_previous_checkpoint_step() -> None:
     continuation = WSDLrScheduler(two_group_optimizer(), total_steps=40, is_continuation_from_checkpoint=True)
     continuation.load_state_dict(scheduler.state_dict())
     assert continuation.previous_checkpoint_step is None
+
+
+@pytest.mark.parametrize("settings", [{"decay_phase_ratio": 1.5}, {"total_steps": 0}, {"lr_min": -0.1}])
+def test_invalid_scheduler_settings_are_also_assertion_errors(settings: dict[str, Any]) -> None:
+    arguments: dict[str, Any] = {"total_steps": 100, **settings}
+    with pytest.raises(AssertionError):  # what pytorch-accelerated's asserts raise
+        WSDLrScheduler(two_group_optimizer(), **arguments)
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        WSDLrScheduler(two_group_optimizer(), **arguments)
+
+
+# ------------------------------------------------------------------------------ duck-typed trainers
+class PaStyleFakeTrainer:
+    """A stand-in written for pytorch-accelerated: private dataloader attributes, no update count."""
+
+    def __init__(self, config: TrainerRunConfig) -> None:
+        self._train_dataloader = [0] * 12
+        self._eval_dataloader = [0] * 5
+        self.run_config = config
+        self.train_dataloader = None
+        self.saved: list[str] = []
+        self.run_history = InMemoryRunHistory()
+
+    def save_training_state(self, output_dir: str | Path, checkpoint_kwargs: dict[str, Any] | None = None) -> Path:
+        self.saved.append(str(output_dir))
+        return Path(output_dir)
+
+    def load_training_state(self, input_dir: str | Path) -> dict[str, Any]:
+        return {}
+
+    def print(self, *args: Any) -> None:
+        pass
+
+
+def fake_config(accumulation: Any = 1) -> TrainerRunConfig:
+    return TrainerRunConfig(
+        num_epochs=3, train_per_device_batch_size=2, train_dl_kwargs={}, eval_per_device_batch_size=2,
+        eval_dl_kwargs={}, gradient_accumulation_steps=accumulation, gradient_clip_value=None,
+        train_total_batch_size=2, eval_total_batch_size=2, num_update_steps_per_epoch=12,
+        num_local_update_steps_per_epoch=12, max_num_train_steps=None, is_local_process_zero=True,
+        is_world_process_zero=True, is_distributed=False, mixed_precision="no", num_processes=1,
+    )
+
+
+def test_placeholders_read_pa_style_private_dataloaders() -> None:
+    from functools import partial
+
+    from pta import TrainerPlaceholderValues
+    from pta.trainer import replace_trainer_placeholder_values
+
+    factory: partial[dict[str, int]] = partial(dict, train=TrainerPlaceholderValues.TRAIN_DATALOADER_LEN,
+                                                 eval=TrainerPlaceholderValues.EVAL_DATALOADER_LEN)
+    resolved = replace_trainer_placeholder_values(PaStyleFakeTrainer(fake_config()), factory)  # type: ignore[arg-type]  # a duck-typed stand-in
+    assert resolved() == {"train": 12, "eval": 5}
+
+
+def test_step_saves_count_steps_of_a_trainer_without_an_update_count(tmp_path: Path) -> None:
+    trainer: Any = PaStyleFakeTrainer(fake_config(accumulation=object()))  # a setting it cannot read
+    callback = SaveTrainingStateCallback(save_dir=tmp_path, save_every_n_steps=3, save_at_end=False)
+    callback.on_training_run_start(trainer)
+    for step in range(6):
+        callback.on_train_step_end(trainer, step=step)
+    assert trainer.saved == [str(tmp_path / "step_3"), str(tmp_path / "step_6")]
+
+
+def test_wsd_callback_accepts_a_scheduler_without_a_position_yet(tmp_path: Path) -> None:
+    class DuckScheduler:
+        decay_phase_ratio = 0.1
+        position: Any = None
+
+        def get_checkpoint_steps(self) -> list[int]:
+            return [10]
+
+        def get_decay_info(self) -> Any:
+            return []
+
+        def get_phase_info(self, num_updates: int) -> dict[str, int]:
+            return {"pre_decay_step": 9, "period_end": 10}
+
+        def get_current_step(self) -> Any:
+            return self.position
+
+    trainer: Any = PaStyleFakeTrainer(fake_config())
+    trainer.scheduler = DuckScheduler()
+    callback = WSDCheckpointCallback(save_dir=tmp_path)
+    callback.on_training_run_start(trainer)
+    trainer.scheduler.position = 8
+    callback.on_train_step_end(trainer, step=8)
+    assert trainer.saved == [str(tmp_path / "checkpoint_9_wsd_pre_decay")]

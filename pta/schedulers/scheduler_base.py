@@ -20,6 +20,14 @@ from typing import Any
 from torch.optim import Optimizer
 from typing_extensions import override
 
+class SchedulerSettingError(ValueError, AssertionError):
+    """A scheduler setting or state that cannot produce a schedule; the message names the parameter.
+
+    A ``ValueError``, and also an ``AssertionError``: pytorch-accelerated's schedulers reject the same
+    settings with ``assert``, so code written to catch that keeps working.
+    """
+
+
 ScheduledValues = float | Sequence[float] | None
 """One value for every parameter group, one value per group, or ``None`` to leave the groups unchanged."""
 
@@ -75,7 +83,7 @@ class SchedulerBase(ABC):
         groups = self.optimizer.param_groups
         if isinstance(values, Sequence):
             if len(values) != len(groups):
-                raise ValueError(
+                raise SchedulerSettingError(
                     f"{type(self).__name__} produced {len(values)} values for {len(groups)} parameter groups"
                 )
             per_group = list(values)
@@ -145,7 +153,7 @@ class StatefulSchedulerBase(SchedulerBase, ABC):
         if values is None:
             return
         if not isinstance(values, Sequence) or len(values) != len(self.optimizer.param_groups):
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"the saved base_lr_values {values!r} do not match the optimizer's "
                 f"{len(self.optimizer.param_groups)} parameter groups"
             )
@@ -176,33 +184,33 @@ def _placeholder_hint(value: object) -> str:
 
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}{_placeholder_hint(value)}")
+        raise SchedulerSettingError(f"{name} must be a positive integer, got {value!r}{_placeholder_hint(value)}")
     return int(value)
 
 
 def check_non_negative_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}{_placeholder_hint(value)}")
+        raise SchedulerSettingError(f"{name} must be a non-negative integer, got {value!r}{_placeholder_hint(value)}")
     return int(value)
 
 
 def check_non_negative_number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}{_placeholder_hint(value)}")
+        raise SchedulerSettingError(f"{name} must be a finite number >= 0, got {value!r}{_placeholder_hint(value)}")
     return float(value)
 
 
 def check_ratio(name: str, value: object) -> float:
     number = check_non_negative_number(name, value)
     if number > 1:
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        raise SchedulerSettingError(f"{name} must be between 0 and 1, got {value!r}")
     return number
 
 
 def check_base_values(scheduler: SchedulerBase) -> None:
     for i, value in enumerate(scheduler.base_lr_values):
         if not math.isfinite(value) or value < 0:
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"param_groups[{i}][{scheduler._initial_param_group_field!r}] must be a finite number >= 0, "
                 f"got {value!r}"
             )

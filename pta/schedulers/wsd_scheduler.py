@@ -12,6 +12,7 @@ from typing_extensions import Self, override
 
 from pta.placeholders import TrainerPlaceholderValues
 from pta.schedulers.scheduler_base import (
+    SchedulerSettingError,
     StatefulSchedulerBase,
     check_base_values,
     check_non_negative_int,
@@ -109,24 +110,24 @@ class WSDLrScheduler(StatefulSchedulerBase):
         check_base_values(self)
         self.checkpoint_steps = estimate_checkpoint_steps(self.total_steps, self.num_checkpoints)
         if self.num_checkpoints > 1 and self.decay_phase_ratio > MAX_MULTI_CHECKPOINT_DECAY_RATIO:
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"decay_phase_ratio={self.decay_phase_ratio} is too large for {self.num_checkpoints} checkpoints: "
                 f"decay phases could overlap; the maximum is {MAX_MULTI_CHECKPOINT_DECAY_RATIO:.2f}"
             )
         if self.lr_min == 0 and not self.use_inverse_sqrt_decay:
-            raise ValueError("lr_min must be > 0 with use_inverse_sqrt_decay=False (1 / (t / lr_min + 1 - t))")
+            raise SchedulerSettingError("lr_min must be > 0 with use_inverse_sqrt_decay=False (1 / (t / lr_min + 1 - t))")
         self.checkpoint_decay_info = self._calculate_decay_info()
         if self.is_continuation_from_checkpoint or self.num_warmup_steps == 0:
             return
         first_decay = self.checkpoint_decay_info[0]["pre_decay_step"]
         if self.num_warmup_steps > first_decay:
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"num_warmup_steps={self.num_warmup_steps} runs into the first decay phase, which starts after "
                 f"{first_decay} updates; use fewer warmup steps"
             )
         for i, base in enumerate(self.base_lr_values):
             if self.warmup_starting_lr > base:
-                raise ValueError(
+                raise SchedulerSettingError(
                     f"warmup_starting_lr={self.warmup_starting_lr!r} is above the lr of param_groups[{i}] "
                     f"({base!r}): warmup would decrease the lr"
                 )
@@ -287,14 +288,14 @@ class WSDLrScheduler(StatefulSchedulerBase):
 def _total_steps(num_epochs: int | None, num_update_steps_per_epoch: int | None, total_steps: int | None) -> int:
     if total_steps is not None:
         if num_epochs is not None or num_update_steps_per_epoch is not None:
-            raise ValueError(
+            raise SchedulerSettingError(
                 "pass either total_steps, or num_epochs and num_update_steps_per_epoch, not both "
                 f"(got total_steps={total_steps!r}, num_epochs={num_epochs!r}, "
                 f"num_update_steps_per_epoch={num_update_steps_per_epoch!r})"
             )
         return check_positive_int("total_steps", total_steps)
     if num_epochs is None or num_update_steps_per_epoch is None:
-        raise ValueError("WSDLrScheduler needs total_steps, or both num_epochs and num_update_steps_per_epoch")
+        raise SchedulerSettingError("WSDLrScheduler needs total_steps, or both num_epochs and num_update_steps_per_epoch")
     return check_positive_int("num_epochs", num_epochs) * check_positive_int(
         "num_update_steps_per_epoch", num_update_steps_per_epoch
     )
@@ -310,7 +311,7 @@ def estimate_checkpoint_steps(total_steps: int, num_checkpoints: int = 3) -> lis
     total = check_positive_int("total_steps", total_steps)
     count = check_positive_int("num_checkpoints", num_checkpoints)
     if total < 2 ** (count - 1):
-        raise ValueError(
+        raise SchedulerSettingError(
             f"num_checkpoints={count} needs total_steps >= {2 ** (count - 1)} (checkpoints halve towards the "
             f"start), got total_steps={total}"
         )
