@@ -438,3 +438,15 @@ def test_wsd_callback_accepts_a_scheduler_without_a_position_yet(tmp_path: Path)
     trainer.scheduler.position = 8
     callback.on_train_step_end(trainer, step=8)
     assert trainer.saved == [str(tmp_path / "checkpoint_9_wsd_pre_decay")]
+
+
+def test_wsd_continuation_takes_the_saved_settings_and_its_own_length() -> None:
+    first = WSDLrScheduler(two_group_optimizer(), total_steps=100, decay_phase_ratio=0.3, num_checkpoints=2, lr_min=0.2)
+    for _ in range(35):
+        first.step()
+    segment = WSDLrScheduler(two_group_optimizer(), total_steps=60, decay_phase_ratio=0.1,
+                             is_continuation_from_checkpoint=True)
+    segment.load_state_dict(first.state_dict())
+    assert (segment.total_steps, segment.decay_phase_ratio, segment.num_checkpoints, segment.lr_min) == (60, 0.3, 2, 0.2)
+    assert segment.get_checkpoint_steps() == [30, 60] and segment.num_updates == 0
+    assert segment.is_continuation_from_checkpoint and segment.previous_checkpoint_step is None

@@ -57,8 +57,9 @@ class WSDLrScheduler(StatefulSchedulerBase):
     - ``False``, the paper's inverse-proportional decay: ``1 / (t / lr_min + (1 - t))`` (needs ``lr_min > 0``).
 
     Continuation (``is_continuation_from_checkpoint=True``): loading the state of a previous run (e.g. a
-    pre-decay checkpoint) starts a new segment of ``total_steps`` updates with this scheduler's settings and
-    the previous run's base lrs: no warmup, a fresh stable phase, decay at the end of the new segment.
+    pre-decay checkpoint) starts a new segment of this scheduler's ``total_steps`` updates with the previous
+    run's other settings (decay ratio, checkpoints, ``lr_min``, decay shape) and base lrs, as
+    pytorch-accelerated does: no warmup, a fresh stable phase, decay at the end of the new segment.
     Loading a state saved by a continuation scheduler of the same ``total_steps`` resumes it exactly instead.
     """
 
@@ -219,7 +220,8 @@ class WSDLrScheduler(StatefulSchedulerBase):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a saved state and set the optimizer's lr for the next update.
 
-        A continuation scheduler given a previous run's state starts a new segment (see the class docstring);
+        A continuation scheduler given a previous run's state starts a new segment of its own ``total_steps``
+        with the saved run's other settings and base lrs, as in pytorch-accelerated (see the class docstring);
         otherwise the schedule and its position are restored exactly. A state written by pytorch-accelerated
         (without ``num_updates``) restores the schedule and keeps this scheduler's position, as that library does.
         """
@@ -227,17 +229,17 @@ class WSDLrScheduler(StatefulSchedulerBase):
             state_dict.get("total_steps") == self.total_steps
         )
         self._restore_base_values(state_dict.get("base_lr_values"))
-        if self.is_continuation_from_checkpoint and not resumes_segment:
-            self._configure()
-            self._restore_position(0)
-            return
-        self.total_steps = check_positive_int("total_steps", state_dict["total_steps"])
         self.num_warmup_steps = check_non_negative_int("num_warmup_steps", state_dict["num_warmup_steps"])
         self.decay_phase_ratio = check_ratio("decay_phase_ratio", state_dict["decay_phase_ratio"])
         self.lr_min = check_ratio("lr_min", state_dict["lr_min"])
         self.warmup_starting_lr = check_non_negative_number("warmup_starting_lr", state_dict["warmup_starting_lr"])
         self.use_inverse_sqrt_decay = bool(state_dict["use_inverse_sqrt_decay"])
         self.num_checkpoints = check_positive_int("num_checkpoints", state_dict["num_checkpoints"])
+        if self.is_continuation_from_checkpoint and not resumes_segment:
+            self._configure()  # this run's total_steps: a new segment
+            self._restore_position(0)
+            return
+        self.total_steps = check_positive_int("total_steps", state_dict["total_steps"])
         self.is_continuation_from_checkpoint = bool(state_dict["is_continuation_from_checkpoint"])
         self._configure()
         # pytorch-accelerated's states carry no position (it never saved its counter): keep this one's, as it does
