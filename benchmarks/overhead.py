@@ -136,7 +136,7 @@ def _run_pta(work: Work, mark: Callable[[], None], defaults: bool) -> nn.Module:
 
     class FirstStep(TrainerCallback):
         @override
-        def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
             if not self.seen:
                 self.seen = True
                 mark()

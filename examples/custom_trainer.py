@@ -63,7 +63,7 @@ class MyTrainer(GradAccumMixin[Batch], DevicePlacementMixin[Batch], TrainerBase[
 
 class PrintEpoch(TrainerCallback):
     @override
-    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         trainer.print(f"\nepoch {trainer.run_history.current_epoch}")
 
 

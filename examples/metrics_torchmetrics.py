@@ -44,23 +44,23 @@ class ClassificationMetricsCallback(TrainerCallback):
         self.metrics.to(trainer.device)
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._move(trainer)
 
     @override
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._move(trainer)
 
     @override
     def on_eval_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, **kwargs: Any
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any
     ) -> None:
         predictions = trainer.gather(batch_output["model_outputs"].argmax(dim=-1))
         targets = trainer.gather(batch[1])
         self.metrics.update(predictions, targets)
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         for name, value in self.metrics.compute().items():
             trainer.run_history.update_metric(name, float(value))
         self.metrics.reset()

@@ -43,7 +43,7 @@ class ShowDtypes(TrainerCallback):
         self.seen.setdefault("first layer computed in", str(output.dtype))
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         if "parameters" not in self.seen:
             self._hook.remove()
             self.seen["model outputs"] = str(batch_output["model_outputs"].dtype)

@@ -36,7 +36,7 @@ class ShowPlacement(TrainerCallback):
 
     @override
     def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, **kwargs: Any
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any
     ) -> None:
         if not self.seen:
             self.seen = {

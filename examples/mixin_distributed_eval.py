@@ -36,11 +36,11 @@ class CountGathered(TrainerCallback):
         self.gathered = 0
 
     @override
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.gathered = 0
 
     @override
-    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch: Any, **kwargs: Any) -> None:
+    def on_eval_step_end(self, trainer: TrainerLike, *, batch: Any, **kwargs: Any) -> None:
         self.gathered += trainer.gather(batch[1]).shape[0]  # padding steps contribute no rows
 
 

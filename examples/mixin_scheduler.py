@@ -34,7 +34,7 @@ class RecordLearningRate(TrainerCallback):
         self.rates: list[float] = []
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         assert trainer.optimizer is not None
         self.rates.append(float(trainer.optimizer.param_groups[0]["lr"]))
 

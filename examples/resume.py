@@ -36,7 +36,7 @@ class SaveStateAt(TrainerCallback):
         self.directory, self.epoch, self.step = directory, epoch, step
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, step: int, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, *, step: int, **kwargs: Any) -> None:
         if trainer.run_history.current_epoch == self.epoch and step == self.step:
             trainer.save_training_state(self.directory, checkpoint_kwargs={"note": "saved by SaveStateAt"})
             trainer.print(f"\nsaved a training state to {self.directory} (epoch {self.epoch}, step {step})")

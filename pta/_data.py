@@ -15,10 +15,7 @@ def merge_dl_kwargs(defaults: dict[str, Any], overrides: dict[str, Any] | None) 
     if "batch_sampler" in overrides:
         for key in ("shuffle", "batch_size", "drop_last", "sampler"):
             defaults.pop(key, None)
-    merged = {**defaults, **overrides}
-    if not merged.get("num_workers"):
-        merged.pop("worker_init_fn", None)
-    return merged
+    return {**defaults, **overrides}
 
 
 def length(obj: object) -> int | None:

@@ -108,6 +108,7 @@ class TrainerHooks(Generic[BatchT]):
         self._train_loss = LossMeter()
         self._eval_loss = LossMeter()
         self._num_updates = 0
+        self._user_num_updates: int | None = None  # what user code assigned to num_updates, if anything
         self._eval_step_is_padding = False
         self.interrupt_state_dir = interrupt_state_dir
         self._interrupt = InterruptFlag()
@@ -181,6 +182,12 @@ class TrainerHooks(Generic[BatchT]):
             raise RuntimeError("run_config exists once train() or evaluate() has started")
         return self._run_config
 
+    @run_config.setter
+    def run_config(self, config: TrainerRunConfig | None) -> None:
+        """Assignable as in pytorch-accelerated (e.g. to call hooks outside a run); ``train()`` and
+        ``evaluate()`` replace it with the run's own."""
+        self._run_config = config
+
     @property
     def device(self) -> torch.device:
         """Where the model's parameters are (``DevicePlacementMixin`` answers Accelerate's device)."""
@@ -216,8 +223,17 @@ class TrainerHooks(Generic[BatchT]):
 
     @property
     def num_updates(self) -> int:
-        """Optimizer updates done in the current training run (continued across a resume)."""
-        return self._num_updates
+        """Optimizer updates done in the current training run (continued across a resume).
+
+        Assignable as in pytorch-accelerated, whose timm examples keep their own count in it: after
+        ``trainer.num_updates = n`` it reads ``n`` (and ``+= 1`` works on it), while the loop keeps
+        counting in its own state; assigning ``None`` makes it read the loop's count again.
+        """
+        return self._num_updates if self._user_num_updates is None else self._user_num_updates
+
+    @num_updates.setter
+    def num_updates(self, value: int | None) -> None:
+        self._user_num_updates = value
 
     @property
     def eval_step_is_padding(self) -> bool:

@@ -45,7 +45,11 @@ class TrainerPlaceholderValues(IntEnum):
         if self is TrainerPlaceholderValues.TOTAL_NUM_UPDATE_STEPS:
             total = config.num_epochs * config.num_local_update_steps_per_epoch
             return min(total, config.max_num_train_steps) if config.max_num_train_steps else total
-        loader = trainer.train_dataloader if self is TrainerPlaceholderValues.TRAIN_DATALOADER_LEN else trainer.eval_dataloader
+        name = "train_dataloader" if self is TrainerPlaceholderValues.TRAIN_DATALOADER_LEN else "eval_dataloader"
+        # pytorch-accelerated's trainers (and test doubles written for them) have only the private attribute
+        loader = getattr(trainer, name, None)
+        if loader is None:
+            loader = getattr(trainer, f"_{name}", None)
         if not isinstance(loader, Sized):
             raise ValueError(f"{self.name} needs a dataloader with a length")
         return len(loader)

@@ -130,17 +130,17 @@ OK: dict[str, str] = {
                 self.steps = 0
 
             @override
-            def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+            def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
                 self.steps += 1
 
 
         class LossPrinter(TrainerCallback):
             @override
-            def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+            def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
                 trainer.print(float(batch_output["loss"]))
 
             @override
-            def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+            def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
                 trainer.print(trainer.run_history.get_latest_metric("eval_loss_epoch"))
 
 
@@ -507,19 +507,19 @@ BAD: dict[str, str] = {
     "bad_callback_keyword_type": """
         class WrongKeywordType(TrainerCallback):
             @override
-            def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: int, **kwargs: Any) -> None:  # E: [override] on_train_step_end  P: [reportIncompatibleMethodOverride] on_train_step_end
+            def on_train_step_end(self, trainer: TrainerLike, *, batch_output: int, **kwargs: Any) -> None:  # E: [override] on_train_step_end  P: [reportIncompatibleMethodOverride] on_train_step_end
                 pass
     """,
     "bad_callback_trainer_type": """
         class WrongTrainerType(TrainerCallback):
             @override
-            def on_eval_epoch_end(self, trainer: int, /, **kwargs: Any) -> None:  # E: [override] on_eval_epoch_end  P: [reportIncompatibleMethodOverride] on_eval_epoch_end
+            def on_eval_epoch_end(self, trainer: int, **kwargs: Any) -> None:  # E: [override] on_eval_epoch_end  P: [reportIncompatibleMethodOverride] on_eval_epoch_end
                 pass
     """,
     "bad_callback_reads_private_trainer_state": """
         class Peeker(TrainerCallback):
             @override
-            def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+            def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
                 trainer.print(trainer._train_dataloader)  # E: [attr-defined] _train_dataloader  P: [reportAttributeAccessIssue,reportUnknownMemberType] _train_dataloader
     """,
     "bad_not_strict_enough": """

@@ -40,11 +40,11 @@ class StepCounter(TrainerCallback):
         self.run_ends = 0
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.steps += 1
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.run_ends += 1
 
 
@@ -55,19 +55,19 @@ class EventLog(TrainerCallback):
         self.events: list[str] = []
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.events.append("on_train_step_end")
 
     @override
-    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.events.append("on_train_epoch_end")
 
     @override
-    def on_stop_training_error(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.events.append("on_stop_training_error")
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.events.append("on_training_run_end")
 
 
@@ -87,7 +87,7 @@ def test_dispatch_table_lists_only_overriding_callbacks() -> None:
 def test_a_callback_is_not_called_for_events_it_does_not_override(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = Counter[str]()
 
-    def counting(self: TrainerCallback, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def counting(self: TrainerCallback, trainer: TrainerLike, **kwargs: Any) -> None:
         calls[type(self).__name__] += 1
 
     # The base class's no-op now counts: a callback that inherits it must still never be called.
@@ -132,7 +132,7 @@ class Boom(RuntimeError):
 
 class RaiseOnSecondStep(TrainerCallback):
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, step: int, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, *, step: int, **kwargs: Any) -> None:
         if step == 1:
             raise Boom("callback failed at step 1")
 
@@ -149,7 +149,7 @@ def test_callback_exceptions_propagate_out_of_train() -> None:
 def test_callback_exceptions_propagate_out_of_evaluate() -> None:
     class RaiseOnEval(TrainerCallback):
         @override
-        def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any,
+        def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any,
                              **kwargs: Any) -> None:
             raise Boom("eval")
 
@@ -165,7 +165,7 @@ class StopAtStep(TrainerCallback):
         self.seen = 0
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.seen += 1
         if self.seen == self.stop_after:
             raise StopTrainingError("enough for today")

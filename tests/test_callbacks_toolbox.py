@@ -94,7 +94,7 @@ class ScriptedMetric(TrainerCallback):
         self.values, self.name = list(values), name
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         trainer.run_history.update_metric(self.name, self.values[trainer.run_history.current_epoch - 1])
 
 
@@ -108,7 +108,7 @@ class Snapshots(TrainerCallback):
 
     @override
     def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
     ) -> None:
         count = num_updates(trainer)
         if count not in self.updates:
@@ -117,7 +117,7 @@ class Snapshots(TrainerCallback):
             raise StopTrainingError(f"stopping after {count} updates")
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.epochs.append(weights(trainer.get_model()))
 
 
@@ -158,7 +158,7 @@ class CheckpointKeys(TrainerCallback):
         self.mtime = 0.0
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.path.exists() and self.path.stat().st_mtime_ns != self.mtime:
             self.mtime = self.path.stat().st_mtime_ns
             self.keys.append(set(torch.load(self.path, weights_only=True)))
@@ -228,7 +228,7 @@ class Events(TrainerCallback):
         self.stop_errors = 0
 
     @override
-    def on_stop_training_error(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.stop_errors += 1
 
 
@@ -295,7 +295,7 @@ class Modes(TrainerCallback):
         self.train_modes: list[bool] = []
 
     @override
-    def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.train_modes.append(trainer.model.training)
 
 
@@ -414,17 +414,17 @@ class EvalSpy(TrainerCallback):
         self.evals: list[dict[str, Any]] = []
 
     @override
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self.evals.append({"intermediate": is_intermediate, "updates": num_updates(trainer),
                            "weights": weights(trainer.get_model()), "steps": 0, "grad": []})
 
     @override
-    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, **kwargs: Any) -> None:
+    def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any) -> None:
         self.evals[-1]["steps"] += 1
         self.evals[-1]["grad"].append(torch.is_grad_enabled() or batch_output["loss"].requires_grad)
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         names = ["intermediate_eval_loss"] if is_intermediate else ["eval_loss_epoch", "evaluation_loss"]
         recorded = [name for name in names if trainer.run_history.get_metric_values(name)]
         self.evals[-1]["loss"] = trainer.run_history.get_latest_metric(recorded[0])
@@ -459,12 +459,12 @@ class StepCounter(TrainerCallback):
         self.train_steps: list[int] = []
 
     @override
-    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.train_steps.append(0)
 
     @override
     def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
     ) -> None:
         self.train_steps[-1] += 1
 
@@ -574,7 +574,7 @@ class FirstWeights(TrainerCallback):
         self.first: dict[str, Tensor] | None = None
 
     @override
-    def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.first is None:
             self.first = weights(trainer.get_model())
 
@@ -631,7 +631,7 @@ class ModelType(TrainerCallback):
         self.name = ""
 
     @override
-    def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.name = type(trainer.model).__name__
 
 

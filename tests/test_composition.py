@@ -353,7 +353,7 @@ def test_stop_training_error_order(recorded: tuple[list[str], DefaultTrainer[Any
 
     class StopAfterFirstStep(TrainerCallback):
         @override
-        def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
             raise pta.StopTrainingError("enough")
 
     trainer.callback_handler.add_callback(StopAfterFirstStep())

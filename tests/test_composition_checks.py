@@ -247,16 +247,16 @@ def test_callbacks_can_replace_dataloaders_and_run_an_evaluation_epoch() -> None
 
     class Halve(TrainerCallback):
         @override
-        def on_training_run_start(self, trainer: Any, /, **kwargs: Any) -> None:
+        def on_training_run_start(self, trainer: Any, **kwargs: Any) -> None:
             loader = trainer.train_dataloader
             trainer.train_dataloader = [batch for i, batch in enumerate(loader) if i % 2 == 0]
 
         @override
-        def on_train_step_end(self, trainer: Any, /, **kwargs: Any) -> None:
+        def on_train_step_end(self, trainer: Any, **kwargs: Any) -> None:
             seen.append(kwargs["step"])
 
         @override
-        def on_training_run_end(self, trainer: Any, /, **kwargs: Any) -> None:
+        def on_training_run_end(self, trainer: Any, **kwargs: Any) -> None:
             trainer.run_evaluation_epoch("extra_eval_loss")
 
     model = linear_model()

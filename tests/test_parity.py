@@ -220,12 +220,12 @@ def test_a_pytorch_accelerated_style_callback_works_unchanged() -> None:
 
     class Counter(TrainerCallback):
         @override
-        def on_train_step_end(self, trainer: Any, batch: Any, batch_output: Any, **kwargs: Any) -> None:  # type: ignore[override]  # pa's spelling: trainer not positional-only
+        def on_train_step_end(self, trainer: Any, batch: Any, batch_output: Any, **kwargs: Any) -> None:  # pa's spelling
             assert "loss" in batch_output and isinstance(batch[0], Tensor) and "step" in kwargs
             calls["step"] = calls.get("step", 0) + 1
 
         @override
-        def on_eval_epoch_end(self, trainer: Any, **kwargs: Any) -> None:  # type: ignore[override]  # as above
+        def on_eval_epoch_end(self, trainer: Any, **kwargs: Any) -> None:
             assert kwargs == {"is_intermediate": False}
             calls["eval"] = calls.get("eval", 0) + 1
 

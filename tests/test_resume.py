@@ -42,7 +42,7 @@ class StopAfter(TrainerCallback):
         self.directory, self.at_steps, self.stop, self.seen = directory, at_steps, stop, 0
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.seen += 1
         if self.seen in self.at_steps:
             trainer.save_training_state(self.directory / f"step_{self.seen}")
@@ -124,7 +124,7 @@ def test_interrupted_save_leaves_the_previous_state_intact(tmp_path: Path, monke
 
     class SaveFails(TrainerCallback):
         @override
-        def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
             real_save = torch.save
 
             def failing_save(obj: object, f: Any, *args: Any, **kw: Any) -> None:

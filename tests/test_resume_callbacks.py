@@ -25,7 +25,7 @@ class Counter(TrainerCallback):
         self.steps = 0
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.steps += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ class SaveAt(TrainerCallback):
         self.directory, self.name, self.at, self.before_last = directory, name, at, before_last
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if trainer.num_updates in self.at:
             if trainer.num_updates == self.at[-1]:
                 self.before_last()
@@ -202,7 +202,7 @@ def test_an_interrupt_whose_save_fails_still_raises_training_interrupted(
 ) -> None:
     class Preempt(TrainerCallback):
         @override
-        def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
             if trainer.num_updates == 2:
                 monkeypatch.setattr(torch, "save", _no_space)
                 os.kill(os.getpid(), signal.SIGTERM)

@@ -22,7 +22,7 @@ class NoStep(TrainerCallback):
     """Fails the test if a resumed run starts training."""
 
     @override
-    def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         raise AssertionError("training started")
 
 

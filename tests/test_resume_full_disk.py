@@ -48,7 +48,7 @@ class FullDisk(TrainerCallback):
         (self.disk / "filler").unlink()
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if trainer.num_updates == 2:
             trainer.save_training_state(self.disk / "good")
         if trainer.num_updates == 3:  # the free-space check refuses before writing anything

@@ -31,7 +31,7 @@ class FailOnRank1(TrainerCallback):
         self.directory = directory
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if trainer.num_updates == 2:
             trainer.save_training_state(self.directory / "good")
         if trainer.num_updates == 4:

@@ -301,7 +301,7 @@ def test_max_num_train_steps_callback_events_stop_with_the_run() -> None:
 
     class StepRecorder(TrainerCallback):
         @override
-        def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int,
+        def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int,
                               **kwargs: Any) -> None:
             seen.append(step)
 

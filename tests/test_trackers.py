@@ -62,7 +62,7 @@ class UserMetric(TrainerCallback):
         self.from_epoch = from_epoch
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         epoch = trainer.run_history.current_epoch
         if epoch >= self.from_epoch:
             trainer.run_history.update_metric("user_metric", 0.5 + epoch)
@@ -75,7 +75,7 @@ class StopInEval(TrainerCallback):
         self.epoch = epoch
 
     @override
-    def on_eval_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_eval_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if trainer.run_history.current_epoch == self.epoch:
             raise StopTrainingError("stop for the test")
 
@@ -113,7 +113,7 @@ def test_a_run_stopped_mid_epoch_logs_what_it_recorded_at_its_end() -> None:
 def test_evaluation_runs_are_logged_and_non_numbers_skipped() -> None:
     class Extra(TrainerCallback):
         @override
-        def on_eval_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+        def on_eval_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
             trainer.run_history.update_metric("tensor_metric", torch.tensor(0.25))
             trainer.run_history.update_metric("text", "not a number")
 
@@ -129,7 +129,7 @@ def test_evaluation_runs_are_logged_and_non_numbers_skipped() -> None:
 def test_a_resumed_run_logs_only_new_values(tmp_path: Path) -> None:
     class SaveAt(TrainerCallback):
         @override
-        def on_train_step_end(self, trainer: TrainerLike, /, *, step: int, **kwargs: Any) -> None:
+        def on_train_step_end(self, trainer: TrainerLike, *, step: int, **kwargs: Any) -> None:
             if trainer.run_history.current_epoch == 2 and step == 1:
                 trainer.save_training_state(tmp_path / "state")
 
@@ -206,7 +206,7 @@ def test_csv_has_one_row_per_epoch_and_its_header_grows(tmp_path: Path) -> None:
 def test_csv_of_a_resumed_run_equals_the_uninterrupted_one(tmp_path: Path) -> None:
     class SaveAt(TrainerCallback):
         @override
-        def on_train_step_end(self, trainer: TrainerLike, /, *, step: int, **kwargs: Any) -> None:
+        def on_train_step_end(self, trainer: TrainerLike, *, step: int, **kwargs: Any) -> None:
             if trainer.run_history.current_epoch == 2 and step == 2:
                 trainer.save_training_state(tmp_path / "state")
 

@@ -27,7 +27,6 @@ from tests._typing_snippets import BAD, OK, PRELUDE, SNIPPETS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MYPY_INI = REPO_ROOT / "mypy.ini"
 # Fails only because pta.callbacks.base still makes ``trainer`` positional-only (issue 11 changes that).
-PENDING_ISSUE_11 = {"ok_pytorch_accelerated_style_callback"}
 
 _MYPY_MARK = re.compile(r"E:\s*\[(?P<codes>[\w,-]+)\]\s*(?P<text>.*?)\s*(?=\bP:|$)")
 _PYRIGHT_MARK = re.compile(r"\bP:\s*\[(?P<codes>[\w,-]+)\]\s*(?P<text>.*?)\s*$")
@@ -168,8 +167,6 @@ def test_the_snippets_are_many_and_marked() -> None:
 @pytest.mark.parametrize("checker", CHECKERS)
 @pytest.mark.parametrize("name", sorted(OK))
 def test_correct_user_code_is_clean(request: pytest.FixtureRequest, checker: str, name: str) -> None:
-    if name in PENDING_ISSUE_11:
-        pytest.xfail("callback events with a positional-or-keyword trainer come with issue 11")
     errors = _run(request, checker).errors[name]
     assert errors == [], "\n".join(str(e) for e in errors)
 

@@ -28,15 +28,15 @@ class EventSpy(TrainerCallback):
         self.events: list[str] = []
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.events.append("on_training_run_start")
 
     @override
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.events.append("on_evaluation_run_start")
 
     @override
-    def on_train_step_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.events.append("on_train_step_start")
 
 

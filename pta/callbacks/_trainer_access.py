@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 
+from pta._data import length
 from pta.callbacks.base import CallbackHandler
 from pta.protocols import TrainerLike
 
@@ -94,10 +95,14 @@ def extra_eval_epochs(trainer: TrainerLike, who: str) -> SupportsExtraEvalEpoch:
 def updates_done(trainer: TrainerLike) -> int | None:
     """The number of optimizer updates of the run so far, continuing across epochs and resumes.
 
-    Read from the trainer's public ``num_updates`` property; ``None`` for a trainer without one.
+    Read from ``TrainerBase``'s ``_num_updates`` (the loop's own count: user code may assign the public
+    ``num_updates``) or the trainer's ``num_updates``; ``None`` for a trainer with neither.
     """
-    value = getattr(trainer, "num_updates", None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    for name in ("_num_updates", "num_updates"):
+        value = getattr(trainer, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 class UpdateCounter:
@@ -121,9 +126,10 @@ class UpdateCounter:
         """Call at ``on_train_step_end``: whether this step ended with an update; ``count`` is then current."""
         value = updates_done(trainer)
         if value is None:
-            k = trainer.run_config.gradient_accumulation_steps
-            loader = trainer.train_dataloader
-            last = loader is not None and step + 1 == len(loader)
+            setting: object = trainer.run_config.gradient_accumulation_steps
+            k = setting if isinstance(setting, int) and setting > 0 else 1  # a duck-typed trainer without the setting: every step
+            size = length(trainer.train_dataloader) if trainer.train_dataloader is not None else None
+            last = size is not None and step + 1 == size
             value = self.count + 1 if (step + 1) % k == 0 or last else self.count
         updated = value != self.count
         self.count = value

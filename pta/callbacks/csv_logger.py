@@ -38,7 +38,7 @@ class CSVLoggerCallback(TrainerCallback):
         self._active = False
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._active = trainer.is_world_main_process
         if not self._active:
             return
@@ -50,12 +50,12 @@ class CSVLoggerCallback(TrainerCallback):
         self._rewrite()
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self._active:
             self._write_row(trainer.run_history)
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self._active:
             self._write_row(trainer.run_history)  # what a run stopped mid-epoch recorded
         self._active = False

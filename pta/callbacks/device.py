@@ -21,9 +21,9 @@ class MoveModulesToDeviceCallback(TrainerCallback):
                 value.to(trainer.device)
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._move(trainer)
 
     @override
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._move(trainer)

@@ -53,13 +53,13 @@ class EarlyStoppingCallback(TrainerCallback):
         self.best_metric: float | None = None
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.reset_on_train:
             self.best_metric = None
             self.early_stopping_patience_counter = 0
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         current = latest_metric(trainer, self.watch_metric, type(self).__name__)
         if self.best_metric is None:
             self.best_metric = current

@@ -89,7 +89,7 @@ class ModelEmaCallback(SaveBestModelCallback):
             trainer.model = model
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         super().on_training_run_start(trainer)
         if self.evaluate_during_training and trainer.eval_dataloader is None:
             raise ValueError("ModelEmaCallback(evaluate_during_training=True) needs an eval_dataset passed to train(); "
@@ -110,13 +110,13 @@ class ModelEmaCallback(SaveBestModelCallback):
 
     @override
     def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
     ) -> None:
         if self._updates.step_end(trainer, step):
             self._ema().update(trainer.get_model(keep_torch_compile=False))
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         if not self.evaluate_during_training or is_intermediate:
             return
         runner = extra_eval_epochs(trainer, type(self).__name__)
@@ -135,7 +135,7 @@ class ModelEmaCallback(SaveBestModelCallback):
                 history.set_metric_name_prefix(prefix)
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         with self._ema_swapped_in(trainer):
             if self.evaluate_during_training:
                 self._save_if_best(trainer)
@@ -144,5 +144,5 @@ class ModelEmaCallback(SaveBestModelCallback):
                 self.checkpoint_saved = True
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         """The model keeps its own weights: the EMA is not loaded into it."""

@@ -31,7 +31,7 @@ class LimitBatchesCallback(TrainerCallback):
         self.num_batches = num_batches
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
         if loaders.train_dataloader is not None:
             loaders.train_dataloader = DataLoaderSlice(loaders.train_dataloader, self.num_batches)
@@ -39,7 +39,7 @@ class LimitBatchesCallback(TrainerCallback):
             loaders.eval_dataloader = DataLoaderSlice(loaders.eval_dataloader, self.num_batches)
 
     @override
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
         if loaders.eval_dataloader is not None:
             loaders.eval_dataloader = DataLoaderSlice(loaders.eval_dataloader, self.num_batches)
@@ -96,15 +96,15 @@ class LimitEvalStepsCallback(TrainerCallback):
         return loader if isinstance(loader, _SwitchableLimit) else None
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._wrap(trainer)
 
     @override
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._wrap(trainer)
 
     @override
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         limiter = self._limiter(trainer)
         if limiter is None or not (is_intermediate or not self.limit_intermediate_only):
             return
@@ -113,15 +113,15 @@ class LimitEvalStepsCallback(TrainerCallback):
         trainer.print(f"Limiting evaluation to {limiter.limit} steps per process")
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         limiter = self._limiter(trainer)
         if limiter is not None:
             limiter.limit = None
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._unwrap(trainer)
 
     @override
-    def on_evaluation_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._unwrap(trainer)

@@ -15,11 +15,11 @@ class LogMetricsCallback(TrainerCallback):
     ``train`` after each training epoch, all others after each evaluation epoch."""
 
     @override
-    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._log_latest(trainer, training=True)
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self._log_latest(trainer, training=False)
 
     def _log_latest(self, trainer: TrainerLike, *, training: bool) -> None:

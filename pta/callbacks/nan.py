@@ -58,36 +58,36 @@ class TerminateOnNaNCallback(TrainerCallback):
             raise StopTrainingError(f"Stopping training: {self._message}")
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.triggered = False
 
     @override
-    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._sum, self._steps = None, 0
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         self._observe(batch_output)
         if self._steps % self.check_every_n_steps == 0:
             self._check(trainer, "training")
 
     @override
-    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._check(trainer, "training")
 
     @override
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self._sum, self._steps = None, 0
 
     @override
-    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+    def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         self._observe(batch_output)
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self._check(trainer, "evaluation")
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.triggered and self.raise_at_end:
             raise NonFiniteLossError(self._message)

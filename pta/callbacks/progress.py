@@ -18,27 +18,27 @@ class PrintProgressCallback(TrainerCallback):
     """Prints a line when runs and epochs start and when runs end."""
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         trainer.print("\nStarting training run")
 
     @override
-    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         trainer.print(f"\nStarting epoch {trainer.run_history.current_epoch}")
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         trainer.print("Finishing training run")
 
     @override
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         trainer.print("\nStarting eval epoch")
 
     @override
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         trainer.print("\nStarting evaluation run")
 
     @override
-    def on_evaluation_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         trainer.print("Finishing evaluation run")
 
 
@@ -61,12 +61,12 @@ class ProgressBarCallback(TrainerCallback):
                     disable=not trainer.is_local_main_process, leave=False, dynamic_ncols=True)
 
     @override
-    def on_train_epoch_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.pbar = self._bar(trainer, trainer.train_dataloader, f"epoch {trainer.run_history.current_epoch}")
         self._last_refresh = time.monotonic()
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         self.pbar.update(1)
         if not self.pbar.disable:
             now = time.monotonic()
@@ -75,17 +75,17 @@ class ProgressBarCallback(TrainerCallback):
                 self.pbar.set_postfix(loss=f"{batch_output['loss'].item():.4f}", refresh=False)
 
     @override
-    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.pbar.close()
 
     @override
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self.eval_pbar = self._bar(trainer, trainer.eval_dataloader, "eval")
 
     @override
-    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+    def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         self.eval_pbar.update(1)
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self.eval_pbar.close()

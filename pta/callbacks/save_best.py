@@ -81,16 +81,16 @@ class SaveBestModelCallback(TrainerCallback):
         return True
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.reset_on_train:
             self.best_metric, self.best_metric_epoch, self.checkpoint_saved = None, None, False
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._save_if_best(trainer)
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if not self.load_saved_checkpoint:
             return
         if not self.checkpoint_saved:

@@ -31,7 +31,7 @@ class StepBasedEvaluationCallback(TrainerCallback):
         self._updates = UpdateCounter()
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         intermediate_evaluation(trainer, type(self).__name__)
         if trainer.eval_dataloader is None:
             raise ValueError("StepBasedEvaluationCallback needs an eval_dataset passed to train()")
@@ -39,7 +39,7 @@ class StepBasedEvaluationCallback(TrainerCallback):
 
     @override
     def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
     ) -> None:
         if not self._updates.step_end(trainer, step) or self._updates.count % self.eval_every_n_steps:
             return

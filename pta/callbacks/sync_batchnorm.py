@@ -49,12 +49,12 @@ class ConvertSyncBatchNormCallback(TrainerCallback):
         return _world_size() > 1
 
     @override
-    def on_init_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_init_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.is_distributed(trainer):
             trainer.model = _convert(trainer.model)
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if not self.is_distributed(trainer):
             return
         plain = _plain_batchnorms(trainer.get_model(keep_torch_compile=False))

@@ -78,24 +78,24 @@ class TrackerCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ events
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._start(trainer)
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._log_new_values(trainer)
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._log_new_values(trainer)
         self._finish()
 
     @override
-    def on_evaluation_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._start(trainer)
 
     @override
-    def on_evaluation_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_evaluation_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._log_new_values(trainer)
         self._finish()
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from typing_extensions import override
 
-from pta._types import BatchOutput
 from pta.callbacks._trainer_access import UpdateCounter, check_positive, training_states
 from pta.callbacks.base import TrainerCallback
 from pta.protocols import TrainerLike
@@ -72,7 +71,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         output_dir = self.save_dir / name
         self.save_dir.mkdir(parents=True, exist_ok=True)
         training_states(trainer, type(self).__name__).save_training_state(
-            output_dir, checkpoint_kwargs={"global_step": self._updates.count}
+            str(output_dir), checkpoint_kwargs={"global_step": self._updates.count}
         )
         if output_dir in self._saved_checkpoints:
             self._saved_checkpoints.remove(output_dir)
@@ -90,26 +89,24 @@ class SaveTrainingStateCallback(TrainerCallback):
                 trainer.print(f"Removed old training state: {old_dir}")
 
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         training_states(trainer, type(self).__name__)
         self._updates.start(trainer)
         self._saved_checkpoints = self._existing_states()
 
     @override
-    def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
-    ) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, step: int, **kwargs: Any) -> None:
         updated = self._updates.step_end(trainer, step)
         if updated and self.save_every_n_steps is not None and self._updates.count % self.save_every_n_steps == 0:
             self._save(trainer, f"step_{self._updates.count}")
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         epoch = trainer.run_history.current_epoch
         if self.save_every_n_epochs is not None and epoch % self.save_every_n_epochs == 0:
             self._save(trainer, f"epoch_{epoch}")
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.save_at_end:
             self._save(trainer, "final")

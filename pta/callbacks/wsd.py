@@ -9,7 +9,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from typing_extensions import override
 
-from pta._types import BatchOutput
 from pta.callbacks._trainer_access import training_states, updates_done
 from pta.callbacks.base import TrainerCallback
 from pta.checkpoint import CheckpointError
@@ -93,7 +92,7 @@ class WSDCheckpointCallback(TrainerCallback):
         state_dir = self._get_training_state_path(step, "wsd_pre_decay")
         self.save_dir.mkdir(parents=True, exist_ok=True)
         training_states(trainer, type(self).__name__).save_training_state(
-            state_dir, checkpoint_kwargs=self._metadata(trainer, step, "wsd_pre_decay"))
+            str(state_dir), checkpoint_kwargs=self._metadata(trainer, step, "wsd_pre_decay"))
         self.last_checkpoint_step = self._saved_step = step
         trainer.print(f"\nSaved wsd_pre_decay training state at step {step}")
 
@@ -132,7 +131,7 @@ class WSDCheckpointCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ events
     @override
-    def on_training_run_start(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._scheduler(trainer)
         self.last_checkpoint_step = self._saved_step = None
         if self.initial_checkpoint is not None:
@@ -144,12 +143,12 @@ class WSDCheckpointCallback(TrainerCallback):
         self.checkpoint_steps = set(scheduler.get_checkpoint_steps())
         self.decay_fraction = scheduler.decay_phase_ratio
         self.decay_info = scheduler.get_decay_info()
-        self._last_seen_step = scheduler.get_current_step() + 1
+        current: object = scheduler.get_current_step()
+        # a scheduler without an integer position yet (duck-typed) is treated as at its start
+        self._last_seen_step = current + 1 if isinstance(current, int) else 0
 
     @override
-    def on_train_step_end(
-        self, trainer: TrainerLike, /, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
-    ) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, step: int = 0, **kwargs: Any) -> None:
         scheduler = self._scheduler(trainer)
         total_steps = scheduler.get_current_step() + 1
         if total_steps == self._last_seen_step:
@@ -163,7 +162,7 @@ class WSDCheckpointCallback(TrainerCallback):
             self._save_post_decay(trainer, total_steps)
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         scheduler = self._scheduler(trainer)
         total_steps = scheduler.get_current_step() + 1
         if total_steps != self._saved_step and total_steps == scheduler.get_phase_info(total_steps)["period_end"]:
@@ -181,7 +180,7 @@ def _load_state_as_new_run(trainer: TrainerLike, directory: Path) -> dict[str, A
     history_state = getattr(history, "state_dict", None)
     saved_history = history_state() if callable(history_state) else None
     epoch = history.current_epoch
-    metadata = training_states(trainer, "WSDCheckpointCallback").load_training_state(directory)
+    metadata = training_states(trainer, "WSDCheckpointCallback").load_training_state(str(directory))
     load_history = getattr(history, "load_state_dict", None)
     if saved_history is not None and callable(load_history):
         load_history(saved_history)

@@ -5,13 +5,14 @@ Each scheduler takes the optimizer first and offers ``create_scheduler_fn(...)``
 """
 
 from pta.schedulers.cosine_scheduler import CosineLrScheduler
-from pta.schedulers.scheduler_base import SchedulerBase, StatefulSchedulerBase
+from pta.schedulers.scheduler_base import SchedulerBase, SchedulerSettingError, StatefulSchedulerBase
 from pta.schedulers.wsd_scheduler import DecayPeriodInfo, WSDLrScheduler, estimate_checkpoint_steps
 
 __all__ = [
     "CosineLrScheduler",
     "DecayPeriodInfo",
     "SchedulerBase",
+    "SchedulerSettingError",
     "StatefulSchedulerBase",
     "WSDLrScheduler",
     "estimate_checkpoint_steps",

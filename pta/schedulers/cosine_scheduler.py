@@ -15,6 +15,7 @@ from typing_extensions import Self, override
 
 from pta.placeholders import TrainerPlaceholderValues
 from pta.schedulers.scheduler_base import (
+    SchedulerSettingError,
     StatefulSchedulerBase,
     check_base_values,
     check_non_negative_number,
@@ -80,18 +81,18 @@ class CosineLrScheduler(StatefulSchedulerBase):
         self.warmup_lr_init = float(warmup_starting_lr)
         self.warmup_lr_ratio = None if warmup_starting_lr_ratio is None else float(warmup_starting_lr_ratio)
         self._validate()
-        self._apply_current()
+        self.apply_initial_values()
 
     def _validate(self) -> None:
         check_base_values(self)
         if self.total_iterations - self.warmup_iterations - self.num_cooldown_iterations < 1:
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"num_warmup_epochs and num_cooldown_epochs ({self.warmup_iterations} + "
                 f"{self.num_cooldown_iterations} updates) must leave at least one update for the cosine decay "
                 f"out of total_num_epochs * num_update_steps_per_epoch = {self.total_iterations} updates"
             )
         if not self.k_decay > 0 or not math.isfinite(self.k_decay):
-            raise ValueError(f"k_decay must be a finite number > 0, got {self.k_decay!r}")
+            raise SchedulerSettingError(f"k_decay must be a finite number > 0, got {self.k_decay!r}")
         check_non_negative_number("lr_min", self.lr_min)
         check_non_negative_number("warmup_starting_lr", self.warmup_lr_init)
         if self.lr_min_ratio is not None:
@@ -102,12 +103,12 @@ class CosineLrScheduler(StatefulSchedulerBase):
             zip(self.base_lr_values, self._min_values(), self._start_values(), strict=True)
         ):
             if minimum > base:
-                raise ValueError(
+                raise SchedulerSettingError(
                     f"lr_min={self.lr_min!r} is above the lr of param_groups[{i}] ({base!r}): the schedule would "
                     "rise instead of decay; lower lr_min or use min_lr_ratio"
                 )
             if self.warmup_iterations and start > base:
-                raise ValueError(
+                raise SchedulerSettingError(
                     f"warmup_starting_lr={self.warmup_lr_init!r} is above the lr of param_groups[{i}] ({base!r}): "
                     "warmup would decrease the lr; lower it or use warmup_starting_lr_ratio"
                 )
@@ -192,12 +193,17 @@ class CosineLrScheduler(StatefulSchedulerBase):
             "k_decay": self.k_decay,
             "num_cooldown_iterations": self.num_cooldown_iterations,
             "base_lr_values": list(self.base_lr_values),
-            "num_updates": self._num_updates,
+            # pytorch-accelerated's meaning, so states load in either library: the index of the last update
+            "num_updates": self._num_updates - 1,
         }
 
     @override
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the schedule and its position, and set the optimizer's lr for the next update."""
+        """Restore the schedule and its position, and set the optimizer's lr for the next update.
+
+        States are interchangeable with pytorch-accelerated's ``CosineLrScheduler``: ``num_updates`` is, as
+        there, the index of the last update (one less than the updates performed, -1 before the first).
+        """
         self.total_iterations = check_positive_int("total_iterations", state_dict["total_iterations"])
         self.warmup_iterations = int(state_dict["warmup_iterations"])
         self.num_cooldown_iterations = int(state_dict["num_cooldown_iterations"])
@@ -208,4 +214,7 @@ class CosineLrScheduler(StatefulSchedulerBase):
         self.k_decay = float(state_dict["k_decay"])
         self._restore_base_values(state_dict.get("base_lr_values"))
         self._validate()
-        self._restore_position(state_dict["num_updates"])
+        num_updates = state_dict["num_updates"]  # the index of the last update, -1 before the first
+        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < -1:
+            raise SchedulerSettingError(f"num_updates must be an integer >= -1 (the index of the last update), got {num_updates!r}")
+        self._restore_position(num_updates + 1)

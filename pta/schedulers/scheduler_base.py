@@ -1,9 +1,13 @@
 """Base classes for parameter schedulers stepped once per optimizer update (pytorch-accelerated's API).
 
-Counting convention (the same for every pta scheduler): ``num_updates`` is the number of optimizer
-updates already performed. ``get_updated_values(n)`` is the value the optimizer uses for the update
-that has ``n`` updates before it, so a new scheduler applies ``get_updated_values(0)`` and each
-``step()`` (called after an update) applies the value for the next one.
+Counting convention of pta's schedulers: ``num_updates`` is the number of optimizer updates already
+performed. ``get_updated_values(n)`` is the value the optimizer uses for the update that has ``n``
+updates before it, so a new scheduler applies ``get_updated_values(0)`` (``apply_initial_values()``) and
+each ``step()`` (called after an update) applies the value for the next one.
+
+A ``StatefulSchedulerBase`` subclass that does not call ``apply_initial_values()`` keeps
+pytorch-accelerated's contract unchanged: the first update uses the groups' own values, the first
+``step()`` applies ``get_updated_values(0)``, the second ``get_updated_values(1)``, and so on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,14 @@ from typing import Any, cast
 
 from torch.optim import Optimizer
 from typing_extensions import override
+
+class SchedulerSettingError(ValueError, AssertionError):
+    """A scheduler setting or state that cannot produce a schedule; the message names the parameter.
+
+    A ``ValueError``, and also an ``AssertionError``: pytorch-accelerated's schedulers reject the same
+    settings with ``assert``, so code written to catch that keeps working.
+    """
+
 
 ScheduledValues = float | Sequence[float] | None
 """One value for every parameter group, one value per group, or ``None`` to leave the groups unchanged."""
@@ -71,7 +83,7 @@ class SchedulerBase(ABC):
         groups = self.optimizer.param_groups
         if isinstance(values, Sequence):
             if len(values) != len(groups):
-                raise ValueError(
+                raise SchedulerSettingError(
                     f"{type(self).__name__} produced {len(values)} values for {len(groups)} parameter groups"
                 )
             per_group = list(values)
@@ -100,31 +112,41 @@ class StatefulSchedulerBase(SchedulerBase, ABC):
             optimizer.zero_grad()
             scheduler.step()
 
-    Subclasses compute their configuration in ``__init__`` and end it with ``self._apply_current()``, so
-    that the first update already uses ``get_updated_values(0)``; their ``load_state_dict`` ends with
-    ``self._restore_position(num_updates)``, so a restored scheduler continues where the saved one was.
+    ``step()`` applies ``get_updated_values(self._num_updates + 1)``; ``_num_updates`` starts at -1, as in
+    pytorch-accelerated, so in a subclass written for that library the first ``step()`` applies
+    ``get_updated_values(0)`` (the first update used the groups' own values). pta's schedulers end their
+    ``__init__`` with :meth:`apply_initial_values`, so that the first update already uses
+    ``get_updated_values(0)`` and ``step()`` number ``n`` applies ``get_updated_values(n)``; their
+    ``load_state_dict`` ends with ``self._restore_position(num_updates)``, so a restored scheduler
+    continues where the saved one was.
     """
 
     def __init__(self, optimizer: Optimizer, param_group_field: str = "lr") -> None:
         super().__init__(optimizer=optimizer, param_group_field=param_group_field)
-        self._num_updates = 0
+        self._num_updates = -1  # pytorch-accelerated's start: no scheduled value applied yet
 
     @property
     def num_updates(self) -> int:
-        """The number of optimizer updates this scheduler has been stepped for."""
+        """The ``n`` of the value in use, ``get_updated_values(n)``: after :meth:`apply_initial_values`, the
+        number of updates this scheduler has been stepped for; -1 while the groups' own values are in use."""
         return self._num_updates
 
     def step(self) -> None:
-        """Record one more optimizer update and apply the value for the next one."""
+        """Record one more optimizer update and apply the next value."""
         self._num_updates += 1
         self.step_update(self._num_updates)
 
-    def _apply_current(self) -> None:
-        self.step_update(self._num_updates)
+    def apply_initial_values(self) -> None:
+        """Apply ``get_updated_values(0)`` now, so that the first optimizer update already uses it.
+
+        Call it at the end of a subclass's ``__init__`` (pta's schedulers do) to schedule every update,
+        the first included; ``step()`` number ``n`` then applies ``get_updated_values(n)``.
+        """
+        self._restore_position(0)
 
     def _restore_position(self, num_updates: object) -> None:
         self._num_updates = check_non_negative_int("num_updates", num_updates)
-        self._apply_current()
+        self.step_update(self._num_updates)
 
     def _restore_base_values(self, values: object) -> None:
         """Restore saved ``base_lr_values`` (absent in states written by pytorch-accelerated: then kept)."""
@@ -132,7 +154,7 @@ class StatefulSchedulerBase(SchedulerBase, ABC):
             return
         saved = cast("Sequence[object]", values) if isinstance(values, Sequence) else None
         if saved is None or len(saved) != len(self.optimizer.param_groups):
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"the saved base_lr_values {values!r} do not match the optimizer's "
                 f"{len(self.optimizer.param_groups)} parameter groups"
             )
@@ -163,33 +185,33 @@ def _placeholder_hint(value: object) -> str:
 
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}{_placeholder_hint(value)}")
+        raise SchedulerSettingError(f"{name} must be a positive integer, got {value!r}{_placeholder_hint(value)}")
     return int(value)
 
 
 def check_non_negative_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}{_placeholder_hint(value)}")
+        raise SchedulerSettingError(f"{name} must be a non-negative integer, got {value!r}{_placeholder_hint(value)}")
     return int(value)
 
 
 def check_non_negative_number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}{_placeholder_hint(value)}")
+        raise SchedulerSettingError(f"{name} must be a finite number >= 0, got {value!r}{_placeholder_hint(value)}")
     return float(value)
 
 
 def check_ratio(name: str, value: object) -> float:
     number = check_non_negative_number(name, value)
     if number > 1:
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        raise SchedulerSettingError(f"{name} must be between 0 and 1, got {value!r}")
     return number
 
 
 def check_base_values(scheduler: SchedulerBase) -> None:
     for i, value in enumerate(scheduler.base_lr_values):
         if not math.isfinite(value) or value < 0:
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"param_groups[{i}][{scheduler._initial_param_group_field!r}] must be a finite number >= 0, "
                 f"got {value!r}"
             )

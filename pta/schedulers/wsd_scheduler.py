@@ -12,6 +12,7 @@ from typing_extensions import Self, override
 
 from pta.placeholders import TrainerPlaceholderValues
 from pta.schedulers.scheduler_base import (
+    SchedulerSettingError,
     StatefulSchedulerBase,
     check_base_values,
     check_non_negative_int,
@@ -56,8 +57,9 @@ class WSDLrScheduler(StatefulSchedulerBase):
     - ``False``, the paper's inverse-proportional decay: ``1 / (t / lr_min + (1 - t))`` (needs ``lr_min > 0``).
 
     Continuation (``is_continuation_from_checkpoint=True``): loading the state of a previous run (e.g. a
-    pre-decay checkpoint) starts a new segment of ``total_steps`` updates with this scheduler's settings and
-    the previous run's base lrs: no warmup, a fresh stable phase, decay at the end of the new segment.
+    pre-decay checkpoint) starts a new segment of this scheduler's ``total_steps`` updates with the previous
+    run's other settings (decay ratio, checkpoints, ``lr_min``, decay shape) and base lrs, as
+    pytorch-accelerated does: no warmup, a fresh stable phase, decay at the end of the new segment.
     Loading a state saved by a continuation scheduler of the same ``total_steps`` resumes it exactly instead.
     """
 
@@ -102,31 +104,31 @@ class WSDLrScheduler(StatefulSchedulerBase):
         self.num_checkpoints = check_positive_int("num_checkpoints", num_checkpoints)
         self.is_continuation_from_checkpoint = bool(is_continuation_from_checkpoint)
         self._configure()
-        self._apply_current()
+        self.apply_initial_values()
 
     def _configure(self) -> None:
         """Validate the settings together and derive the checkpoint periods."""
         check_base_values(self)
         self.checkpoint_steps = estimate_checkpoint_steps(self.total_steps, self.num_checkpoints)
         if self.num_checkpoints > 1 and self.decay_phase_ratio > MAX_MULTI_CHECKPOINT_DECAY_RATIO:
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"decay_phase_ratio={self.decay_phase_ratio} is too large for {self.num_checkpoints} checkpoints: "
                 f"decay phases could overlap; the maximum is {MAX_MULTI_CHECKPOINT_DECAY_RATIO:.2f}"
             )
         if self.lr_min == 0 and not self.use_inverse_sqrt_decay:
-            raise ValueError("lr_min must be > 0 with use_inverse_sqrt_decay=False (1 / (t / lr_min + 1 - t))")
+            raise SchedulerSettingError("lr_min must be > 0 with use_inverse_sqrt_decay=False (1 / (t / lr_min + 1 - t))")
         self.checkpoint_decay_info = self._calculate_decay_info()
         if self.is_continuation_from_checkpoint or self.num_warmup_steps == 0:
             return
         first_decay = self.checkpoint_decay_info[0]["pre_decay_step"]
         if self.num_warmup_steps > first_decay:
-            raise ValueError(
+            raise SchedulerSettingError(
                 f"num_warmup_steps={self.num_warmup_steps} runs into the first decay phase, which starts after "
                 f"{first_decay} updates; use fewer warmup steps"
             )
         for i, base in enumerate(self.base_lr_values):
             if self.warmup_starting_lr > base:
-                raise ValueError(
+                raise SchedulerSettingError(
                     f"warmup_starting_lr={self.warmup_starting_lr!r} is above the lr of param_groups[{i}] "
                     f"({base!r}): warmup would decrease the lr"
                 )
@@ -161,6 +163,15 @@ class WSDLrScheduler(StatefulSchedulerBase):
         Same value as pytorch-accelerated's, so ``get_current_step() + 1`` is the number of completed updates.
         """
         return self._num_updates - 1
+
+    @property
+    def previous_checkpoint_step(self) -> int | None:
+        """The 0-based index of the last update before the most recent decay phase this run has reached
+        (``pre_decay_step - 1``, pytorch-accelerated's value); ``None`` before the first one (also at the
+        start of a continuation segment)."""
+        reached = [info["pre_decay_step"] - 1 for info in self.checkpoint_decay_info
+                   if info["decay_steps"] and info["pre_decay_step"] <= self._num_updates]
+        return reached[-1] if reached else None
 
     def get_current_phase_info(self) -> DecayPeriodInfo:
         """The period of the most recent update (the first period before any update)."""
@@ -209,27 +220,30 @@ class WSDLrScheduler(StatefulSchedulerBase):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a saved state and set the optimizer's lr for the next update.
 
-        A continuation scheduler given a previous run's state starts a new segment (see the class docstring);
-        otherwise the schedule and its position are restored exactly.
+        A continuation scheduler given a previous run's state starts a new segment of its own ``total_steps``
+        with the saved run's other settings and base lrs, as in pytorch-accelerated (see the class docstring);
+        otherwise the schedule and its position are restored exactly. A state written by pytorch-accelerated
+        (without ``num_updates``) restores the schedule and keeps this scheduler's position, as that library does.
         """
         resumes_segment = bool(state_dict.get("is_continuation_from_checkpoint")) and (
             state_dict.get("total_steps") == self.total_steps
         )
         self._restore_base_values(state_dict.get("base_lr_values"))
-        if self.is_continuation_from_checkpoint and not resumes_segment:
-            self._configure()
-            self._restore_position(0)
-            return
-        self.total_steps = check_positive_int("total_steps", state_dict["total_steps"])
         self.num_warmup_steps = check_non_negative_int("num_warmup_steps", state_dict["num_warmup_steps"])
         self.decay_phase_ratio = check_ratio("decay_phase_ratio", state_dict["decay_phase_ratio"])
         self.lr_min = check_ratio("lr_min", state_dict["lr_min"])
         self.warmup_starting_lr = check_non_negative_number("warmup_starting_lr", state_dict["warmup_starting_lr"])
         self.use_inverse_sqrt_decay = bool(state_dict["use_inverse_sqrt_decay"])
         self.num_checkpoints = check_positive_int("num_checkpoints", state_dict["num_checkpoints"])
+        if self.is_continuation_from_checkpoint and not resumes_segment:
+            self._configure()  # this run's total_steps: a new segment
+            self._restore_position(0)
+            return
+        self.total_steps = check_positive_int("total_steps", state_dict["total_steps"])
         self.is_continuation_from_checkpoint = bool(state_dict["is_continuation_from_checkpoint"])
         self._configure()
-        self._restore_position(state_dict["num_updates"])
+        # pytorch-accelerated's states carry no position (it never saved its counter): keep this one's, as it does
+        self._restore_position(state_dict.get("num_updates", self._num_updates))
 
     @classmethod
     def create_scheduler_fn(
@@ -276,14 +290,14 @@ class WSDLrScheduler(StatefulSchedulerBase):
 def _total_steps(num_epochs: int | None, num_update_steps_per_epoch: int | None, total_steps: int | None) -> int:
     if total_steps is not None:
         if num_epochs is not None or num_update_steps_per_epoch is not None:
-            raise ValueError(
+            raise SchedulerSettingError(
                 "pass either total_steps, or num_epochs and num_update_steps_per_epoch, not both "
                 f"(got total_steps={total_steps!r}, num_epochs={num_epochs!r}, "
                 f"num_update_steps_per_epoch={num_update_steps_per_epoch!r})"
             )
         return check_positive_int("total_steps", total_steps)
     if num_epochs is None or num_update_steps_per_epoch is None:
-        raise ValueError("WSDLrScheduler needs total_steps, or both num_epochs and num_update_steps_per_epoch")
+        raise SchedulerSettingError("WSDLrScheduler needs total_steps, or both num_epochs and num_update_steps_per_epoch")
     return check_positive_int("num_epochs", num_epochs) * check_positive_int(
         "num_update_steps_per_epoch", num_update_steps_per_epoch
     )
@@ -299,7 +313,7 @@ def estimate_checkpoint_steps(total_steps: int, num_checkpoints: int = 3) -> lis
     total = check_positive_int("total_steps", total_steps)
     count = check_positive_int("num_checkpoints", num_checkpoints)
     if total < 2 ** (count - 1):
-        raise ValueError(
+        raise SchedulerSettingError(
             f"num_checkpoints={count} needs total_steps >= {2 ** (count - 1)} (checkpoints halve towards the "
             f"start), got total_steps={total}"
         )

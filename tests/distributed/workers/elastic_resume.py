@@ -36,7 +36,7 @@ class Fault(TrainerCallback):
         self.mode, self.marker = mode, out_dir / "killed_once"
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if rank() != 1:
             return
         if self.mode == "kill" and trainer.num_updates == KILL_AT and not self.marker.exists():

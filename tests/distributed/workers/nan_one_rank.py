@@ -49,19 +49,19 @@ class Observer(TrainerCallback):
         self.run_ends = 0
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.step_ends += 1
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.eval_epochs += 1
 
     @override
-    def on_stop_training_error(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.stop_errors += 1
 
     @override
-    def on_training_run_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.run_ends += 1
 
 

@@ -42,15 +42,15 @@ class SaveEverywhere(TrainerCallback):
         self.names.append(name)
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._save(trainer, f"e{trainer.run_history.current_epoch}_s{kwargs['step']}")
 
     @override
-    def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._save(trainer, f"e{trainer.run_history.current_epoch}_train_end")
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._save(trainer, f"e{trainer.run_history.current_epoch}_end")
 
 

@@ -29,7 +29,7 @@ class Stop(TrainerCallback):
         self.directory, self.at = directory, at
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if trainer.num_updates == self.at:
             trainer.save_training_state(self.directory)
             raise KeyboardInterrupt

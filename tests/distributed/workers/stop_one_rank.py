@@ -47,7 +47,7 @@ class StopOnRankOne(TrainerCallback):
         self.stop_events = 0
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.steps += 1
         if self.mode in ("block", "sigterm") and self.steps == BLOCK_AT_STEP:
             (self.out_dir / f"pid{rank()}").write_text(str(os.getpid()))
@@ -61,7 +61,7 @@ class StopOnRankOne(TrainerCallback):
             raise StopTrainingError("rank 1 asked to stop")
 
     @override
-    def on_stop_training_error(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.stop_events += 1
 
 

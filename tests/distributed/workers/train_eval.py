@@ -49,20 +49,20 @@ class Recorder(TrainerCallback):
         self._current: dict[str, Any] = {}
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: Any, batch: Any, step: int,
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: Any, batch: Any, step: int,
                           **kwargs: Any) -> None:
         self.train_losses.append(float(batch_output["loss"].detach()))
         self.train_sizes.append(int(batch[1].shape[0]))
         self.model_types.add(type(trainer.model).__name__)
 
     @override
-    def on_eval_epoch_start(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         weights = {k: v.detach().clone() for k, v in trainer.get_model().state_dict().items()}
         self._current = {"weights": weights, "outputs": [], "targets": [], "inputs": [], "padding": [],
                          "local_rows": []}
 
     @override
-    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch_output: Any, batch: Any, **kwargs: Any) -> None:
+    def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: Any, batch: Any, **kwargs: Any) -> None:
         current = self._current
         current["padding"].append(trainer.eval_step_is_padding)
         current["local_rows"].append(int(batch[1].shape[0]))
@@ -71,7 +71,7 @@ class Recorder(TrainerCallback):
         current["inputs"].append(trainer.gather(batch[0]).cpu())
 
     @override
-    def on_eval_epoch_end(self, trainer: TrainerLike, /, *, is_intermediate: bool = False, **kwargs: Any) -> None:
+    def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         current = self._current
         for key in ("outputs", "targets", "inputs"):
             current[key] = torch.cat(current[key])
