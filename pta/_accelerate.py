@@ -26,6 +26,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from pta._files import chmod_like_open
 from pta._types import AcceleratorKwargs
 
 T = TypeVar("T")
@@ -248,6 +249,10 @@ class AcceleratorAdapter:
     def save_state(self, directory: Path) -> None:
         """Model, optimizer, scaler and RNG states in Accelerate's (possibly sharded) format."""
         self.accelerator.save_state(str(directory))
+        # safetensors writes 0o600 files; give every file the mode open() gives under the umask.
+        for path in directory.rglob("*"):
+            if path.is_file():
+                chmod_like_open(path)
 
     def load_state(self, directory: Path) -> None:
         self.accelerator.load_state(str(directory))

@@ -1,4 +1,4 @@
-"""Plot a run history's curves to an image file (matplotlib is an optional extra: ``pip install 'pta[plot]'``)."""
+"""Plot a run history's curves to an image file (matplotlib is an optional extra: ``pip install 'pta-trainer[plot]'``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pta._files import chmod_like_open
 from pta.callbacks.trackers import as_number
 from pta.tracking import RunHistory
 
@@ -40,7 +41,7 @@ def plot_run_history(
         from matplotlib.ticker import MaxNLocator
     except ImportError as error:
         raise ImportError(
-            "plot_run_history needs matplotlib: pip install 'pta[plot]' (or pip install matplotlib)"
+            "plot_run_history needs matplotlib: pip install 'pta-trainer[plot]' (or pip install matplotlib)"
         ) from error
 
     curves = _curves(history, metrics)
@@ -69,6 +70,7 @@ def plot_run_history(
     os.close(handle)
     try:
         figure.savefig(temporary, format=target.suffix.lstrip(".") or "png")
+        chmod_like_open(temporary)  # mkstemp creates 0o600
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from typing_extensions import override
 
+from pta._files import chmod_like_open
 from pta.callbacks.base import TrainerCallback
 from pta.callbacks.trackers import as_number
 from pta.protocols import TrainerLike
@@ -88,6 +89,7 @@ class CSVLoggerCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
+            chmod_like_open(temporary)  # mkstemp creates 0o600: readable by others as open() would make it
             with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
                 file.write(buffer.getvalue())
                 file.flush()
