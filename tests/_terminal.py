@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 
+from typing_extensions import override
+
 
 class TerminalStream(io.StringIO):
+    @override
     def isatty(self) -> bool:
         return True

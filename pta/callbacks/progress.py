@@ -94,7 +94,7 @@ class ProgressBarCallback(TrainerCallback):
         now = time.monotonic()
         if now >= self._next_refresh:
             self._next_refresh = now + self.loss_refresh_seconds
-            pbar.set_postfix_str(f"loss {running_loss(trainer, batch_output):.4g}", refresh=False)
+            pbar.set_postfix_str(f"loss {running_loss(trainer, batch_output):.4g}")
 
     @override
     def on_train_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
