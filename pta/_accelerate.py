@@ -27,6 +27,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from pta._files import chmod_like_open
+from pta._tracker_routing import route_tracker_output
 from pta._types import AcceleratorKwargs
 
 T = TypeVar("T")
@@ -412,7 +413,7 @@ def start_trackers(
             trackers.append(spec)
             continue
         tracker_class: Any = LOGGER_TYPE_TO_CLASS[str(spec)]
-        options = dict(kwargs.get(str(spec), {}))
+        options = route_tracker_output(str(spec), directory, kwargs.get(str(spec), {}))
         if tracker_class.requires_logging_directory:
             trackers.append(tracker_class(project_name, directory, **options))
         else:

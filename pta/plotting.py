@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pta._files import chmod_like_open
-from pta.callbacks.trackers import as_number
+from pta.callbacks._numbers import as_number
 from pta.tracking import RunHistory
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sized
 from typing import Any
 
-from pta.callbacks.trackers import as_number
+from pta.callbacks._numbers import as_number
 from pta.protocols import TrainerLike
 
 
