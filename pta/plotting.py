@@ -14,8 +14,9 @@ from pta.tracking import RunHistory
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["plot_run_history"]
+__all__ = ["plot_run_history", "save_figure"]
 
 
 def plot_run_history(
@@ -64,6 +65,12 @@ def plot_run_history(
     if title is not None:
         figure.suptitle(title)
 
+    return save_figure(figure, path)
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Save ``figure`` to ``path`` (format from the suffix, PNG by default) atomically, with the mode
+    ``open()`` gives under the umask. Returns the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".png", dir=target.parent)
