@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from pta._files import chmod_like_open
 from pta._tracker_routing import route_tracker_output
 from pta._types import AcceleratorKwargs
+from pta._validation import ConfigurationError
 
 T = TypeVar("T")
 
@@ -80,6 +81,30 @@ def _check_world_size(num_processes: int) -> None:
             )
 
 
+_SHARDING_PLUGINS = {"fsdp_plugin": DistributedType.FSDP, "deepspeed_plugin": DistributedType.DEEPSPEED}
+
+
+def _check_sharding_plugins(kwargs: AcceleratorKwargs, distributed_type: DistributedType | None) -> None:
+    """Accelerate ignores an FSDP or DeepSpeed plugin unless the launch is multi-accelerator (it then runs
+    DDP or a single process with no sharding and says nothing): refuse that. Checked before the
+    Accelerator exists where the answer is certain (no GPU, or ``cpu=True``), and after it otherwise."""
+    for name, wanted in _SHARDING_PLUGINS.items():
+        if kwargs.get(name) is None:
+            continue
+        on_cpu = bool(kwargs.get("cpu")) or not _has_accelerator_device()
+        if distributed_type is None and not on_cpu:
+            continue
+        if distributed_type == wanted:
+            continue
+        several = _launched_world_size() > 1
+        actual = ("DDP" if several else "one process") + (" on CPU" if on_cpu else "")
+        raise ConfigurationError(
+            f"accelerator_options[{name!r}] would be ignored: Accelerate uses {wanted.value} only when several "
+            f"GPUs (or other accelerators) are launched with `accelerate launch` or `torchrun`, and this run "
+            f"would silently be {actual} without sharding. Remove {name} here, or launch on several GPUs."
+        )
+
+
 @functools.cache
 def _destroy_process_group_at_exit() -> None:
     """Register (once) a teardown of the default process group before interpreter finalisation:
@@ -103,8 +128,10 @@ class AcceleratorAdapter:
 
     def __init__(self, kwargs: AcceleratorKwargs) -> None:
         kwargs = _fill_launch_defaults(kwargs)
+        _check_sharding_plugins(kwargs, None)
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
         self._direct_backward = False
+        _check_sharding_plugins(kwargs, self.accelerator.distributed_type)
         _check_world_size(self.num_processes)
         if self.num_processes > 1:
             _destroy_process_group_at_exit()
