@@ -68,7 +68,7 @@ class LogMetricsCallback(TrainerCallback):
     def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
         self._epochs_done += 1
         epoch = trainer.run_history.current_epoch - self._first_epoch + 1
-        self._line_prefix = f"epoch {epoch}/{self._num_epochs}"
+        self._line_prefix = f"epoch {epoch:>{len(str(self._num_epochs))}}/{self._num_epochs}"  # aligned in logs
         elapsed = time.perf_counter() - self._run_start
         left = self._num_epochs - epoch
         timing = [format_duration(time.perf_counter() - self._epoch_start), self._suffix]
