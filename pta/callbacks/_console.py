@@ -63,7 +63,7 @@ def start_line(trainer: TrainerLike, *, training: bool) -> str:
     loader: object = trainer.train_dataloader if training else trainer.eval_dataloader
     steps = len(loader) if isinstance(loader, Sized) else None
     steps_text = f"{steps:,}" if steps is not None else "?"
-    parts = [f"world size {config.num_processes}", f"device {trainer.device}",
+    parts = [f"world size {config.num_processes}", f"device {trainer.device.type}",
              f"precision {config.mixed_precision}"]
     if training:
         batch = config.train_per_device_batch_size
