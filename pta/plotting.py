@@ -1,4 +1,7 @@
-"""Plot a run history's curves to an image file (matplotlib is an optional extra: ``pip install 'pta-trainer[plot]'``)."""
+"""Plot a run history's curves to an image file.
+
+matplotlib is an optional extra: ``pip install 'pta-trainer[plot]'``.
+"""
 
 from __future__ import annotations
 

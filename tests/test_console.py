@@ -36,7 +36,8 @@ def _model_with_frozen_layer() -> nn.Module:
     return model
 
 
-def _train(capsys: pytest.CaptureFixture[str], epochs: int = 3, **callback_kwargs: Any) -> tuple[DefaultTrainer, str, str]:
+def _train(capsys: pytest.CaptureFixture[str], epochs: int = 3,
+           **callback_kwargs: Any) -> tuple[DefaultTrainer, str, str]:
     model = _model_with_frozen_layer()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.05), **callback_kwargs)
     trainer.train(regression_data(40), epochs, eval_dataset=regression_data(8), per_device_batch_size=4,
@@ -89,7 +90,8 @@ def test_evaluate_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     trainer.evaluate(regression_data(8), per_device_batch_size=4)
     out = capsys.readouterr().out.splitlines()
     value = trainer.run_history.get_latest_metric("evaluation_loss")
-    assert out[0].startswith("Starting evaluation run: world size 1, device cpu, precision no, batch 4/process, 2 steps")
+    assert out[0].startswith(
+        "Starting evaluation run: world size 1, device cpu, precision no, batch 4/process, 2 steps")
     assert re.fullmatch(rf"evaluation  evaluation_loss {re.escape(f'{value:.4g}')}  \|  [\d.]+s", out[1]), out
 
 

@@ -49,7 +49,8 @@ def test_the_trainer_is_restored_exactly(tmp_path: Path, capsys: pytest.CaptureF
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
     optimizer = torch.optim.AdamW([{"params": model[0].parameters(), "lr": 1e-3},
                                    {"params": model[2].parameters(), "lr": 2e-3}])
-    callbacks: list[TrainerCallback | type[TrainerCallback]] = [*get_default_callbacks(), CSVLoggerCallback(tmp_path / "m.csv")]
+    callbacks: list[TrainerCallback | type[TrainerCallback]] = [
+        *get_default_callbacks(), CSVLoggerCallback(tmp_path / "m.csv")]
     trainer = DefaultTrainer(model, nn.MSELoss(), optimizer, callbacks=callbacks, seed=3)
     trainer.train(least_squares(256), 1, per_device_batch_size=32)  # the optimizer now has state
     weights = {k: v.clone() for k, v in model.state_dict().items()}

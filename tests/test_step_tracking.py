@@ -159,6 +159,8 @@ def test_mlflow_and_wandb_are_routed_under_the_project_dir(tmp_path: Path, monke
     assert uris[-1] == "http://server"  # not overridden
     assert route_tracker_output("wandb", str(tmp_path), {}) == {"dir": str(tmp_path)}
     assert route_tracker_output("wandb", str(tmp_path), {"dir": "/x"}) == {"dir": "/x"}
+    assert route_tracker_output("dvclive", str(tmp_path), {}) == {"dir": str(tmp_path / "dvclive")}
+    assert route_tracker_output("swanlab", str(tmp_path), {}) == {"logdir": str(tmp_path / "swanlog")}
     assert route_tracker_output("tensorboard", None, {"flush_secs": 1}) == {"flush_secs": 1}
 
 

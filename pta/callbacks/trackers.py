@@ -52,7 +52,7 @@ class TrackerCallback(TrainerCallback):
     Trackers start with each run (``run_name`` is Accelerate's project name: TensorBoard writes to
     ``project_dir/run_name``) and are finished when it ends. Every tracker writes under ``project_dir``:
     MLflow's store and artifacts (``project_dir/mlflow.db``, ``project_dir/mlartifacts``; unless
-    ``MLFLOW_TRACKING_URI`` is set), W&B's files (``dir``), Aim's repository. A resumed run logs only new
+    ``MLFLOW_TRACKING_URI`` is set), W&B, DVCLive and SwanLab files, Aim's repository. A resumed run logs only new
     values. ``init_kwargs`` maps a tracker name to its own options, e.g. ``{"wandb": {"entity": "me"}}``.
     """
 
