@@ -67,7 +67,7 @@ def test_one_compact_line_per_epoch(capsys: pytest.CaptureFixture[str]) -> None:
         assert (int(match[1]), int(match[2])) == (index + 1, 3)
         for group, name in ((3, "train_loss_epoch"), (4, "eval_loss_epoch")):
             value = history.get_metric_values(name)[index]
-            assert match[group] == f"{value:.4g}" and math.isclose(float(match[group]), value, rel_tol=1e-3)
+            assert match[group] == format_value(value) and math.isclose(float(match[group]), value, rel_tol=1e-3)
         assert float(match[6].replace(",", "")) > 0  # samples/s
         assert (match[8] is not None) == (index < 2)  # time left, except after the last epoch
     assert out.splitlines()[-1].startswith("Finishing training run: 3 epochs in ")
@@ -92,7 +92,7 @@ def test_evaluate_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     value = trainer.run_history.get_latest_metric("evaluation_loss")
     assert out[0].startswith(
         "Starting evaluation run: world size 1, device cpu, precision no, batch 4/process, 2 steps")
-    assert re.fullmatch(rf"evaluation  evaluation_loss {re.escape(f'{value:.4g}')}  \|  [\d.]+s", out[1]), out
+    assert re.fullmatch(rf"evaluation  evaluation_loss {re.escape(format_value(value))}  \|  [\d.]+s", out[1]), out
 
 
 def test_log_metrics_gets_every_metric_of_the_epoch_once(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +113,8 @@ def test_log_metrics_gets_every_metric_of_the_epoch_once(capsys: pytest.CaptureF
 
 
 @pytest.mark.parametrize(("value", "text"), [(0.10018181055784225, "0.1002"), (1234.5678, "1235"),
-                                             (1.23456e-5, "1.235e-05"), (3, "3"), ("n/a", "n/a")])
+                                             (1.23456e-5, "1.235e-05"), (3, "3"), ("n/a", "n/a"),
+                                             (0.155, "0.1550"), (2.0, "2.000")])
 def test_values_have_four_significant_digits(value: object, text: str) -> None:
     assert format_value(value) == text
 

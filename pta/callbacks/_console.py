@@ -16,7 +16,7 @@ def format_value(value: object) -> str:
         return str(value)
     if isinstance(number, int):
         return str(number)
-    return f"{number:.4g}"
+    return f"{number:#.4g}".rstrip(".")  # "#": keep trailing zeros (0.1550), so columns line up
 
 
 def format_metrics(metrics: Mapping[str, object]) -> str:
