@@ -17,7 +17,7 @@ def test_fsdp_plugin_on_cpu_is_refused() -> None:
     from accelerate.utils.dataclasses import FullyShardedDataParallelPlugin
 
     model = mlp()
-    with pytest.raises(ConfigurationError, match=r"fsdp_plugin.*ignored.*one process on CPU"):
+    with pytest.raises(ConfigurationError, match=r"fsdp_plugin.*ignored.*one process"):  # on CPU or 1 GPU
         DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
                        accelerator_options={"fsdp_plugin": FullyShardedDataParallelPlugin()})
 
@@ -26,7 +26,7 @@ def test_deepspeed_plugin_on_cpu_is_refused_before_accelerate_sees_it() -> None:
     model = mlp()
     with pytest.raises(ConfigurationError, match=r"deepspeed_plugin.*ignored"):
         DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                       accelerator_options={"deepspeed_plugin": object()})  # never reaches Accelerate
+                       accelerator_options={"cpu": True, "deepspeed_plugin": object()})  # never reaches Accelerate
 
 
 def _train(options: dict[str, Any]) -> tuple[DefaultTrainer, list[float]]:
