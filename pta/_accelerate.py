@@ -101,7 +101,8 @@ def _check_sharding_plugins(kwargs: AcceleratorKwargs, distributed_type: Distrib
         raise ConfigurationError(
             f"accelerator_options[{name!r}] would be ignored: Accelerate uses {wanted.value} only when several "
             f"GPUs (or other accelerators) are launched with `accelerate launch` or `torchrun`, and this run "
-            f"would silently be {actual} without sharding. Remove {name} here, or launch on several GPUs."
+            f"would silently be {actual} without sharding. Remove it from accelerator_options, or launch on "
+            "several GPUs."
         )
 
 
@@ -279,8 +280,11 @@ class AcceleratorAdapter:
         self.accelerator.save_state(str(directory))
         # safetensors writes 0o600 files; give every file the mode open() gives under the umask.
         for path in directory.rglob("*"):
-            if path.is_file():
-                chmod_like_open(path)
+            try:
+                if path.is_file():
+                    chmod_like_open(path)
+            except FileNotFoundError:  # another process's temporary file, renamed meanwhile
+                continue
 
     def load_state(self, directory: Path) -> None:
         self.accelerator.load_state(str(directory))

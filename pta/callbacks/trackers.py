@@ -23,7 +23,9 @@ from pta.callbacks.base import TrainerCallback
 from pta.protocols import TrainerLike
 from pta.tracking import RunHistory
 
-__all__ = ["TRACKER_PACKAGES", "ExperimentTracker", "TrackerCallback", "TrackerConfigValue", "TrackerSpec", "as_number"]
+__all__ = [
+    "TRACKER_PACKAGES", "ExperimentTracker", "TrackerCallback", "TrackerConfigValue", "TrackerSpec", "as_number",
+]
 
 
 class TrackerCallback(TrainerCallback):
@@ -52,8 +54,9 @@ class TrackerCallback(TrainerCallback):
     Trackers start with each run (``run_name`` is Accelerate's project name: TensorBoard writes to
     ``project_dir/run_name``) and are finished when it ends. Every tracker writes under ``project_dir``:
     MLflow's store and artifacts (``project_dir/mlflow.db``, ``project_dir/mlartifacts``; unless
-    ``MLFLOW_TRACKING_URI`` is set), W&B, DVCLive and SwanLab files, Aim's repository. A resumed run logs only new
-    values. ``init_kwargs`` maps a tracker name to its own options, e.g. ``{"wandb": {"entity": "me"}}``.
+    ``MLFLOW_TRACKING_URI`` is set), W&B, DVCLive and SwanLab files, Aim's repository. A resumed run logs
+    only new values. ``init_kwargs`` maps a tracker name to its own options, e.g. ``{"wandb": {"entity": "me"}}``
+    (an output location given there wins).
     """
 
     def __init__(
