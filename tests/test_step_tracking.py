@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 import pta
-from pta import DefaultTrainer, TrainerCallback
+from pta import DefaultTrainer, StopTrainingError, TrainerCallback
 from pta._tracker_routing import route_tracker_output
 from pta._types import BatchOutput
 from pta.callbacks import CSVLoggerCallback, TrackerCallback
@@ -171,3 +171,31 @@ def test_mlflow_writes_under_the_project_dir(tmp_path: Path, monkeypatch: pytest
     _train(_trainer([TrackerCallback("mlflow", project_dir=tmp_path / "runs", run_name="exp")]))
     assert (tmp_path / "runs" / "mlflow.db").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_a_resumed_run_keeps_the_step_rows_up_to_its_update_count(tmp_path: Path) -> None:
+    from pta.callbacks import SaveTrainingStateCallback
+
+    class StopAfterFirstEpoch(TrainerCallback):
+        @override
+        def on_training_run_epoch_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+            raise StopTrainingError("interrupted")
+
+    def run(callbacks: list[TrainerCallback], resume: Path | None = None) -> None:
+        model = mlp()
+        trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),
+                                 callbacks=callbacks)
+        trainer.train(regression_data(16), 2, per_device_batch_size=2, resume_from=resume)  # 8 updates/epoch
+
+    def updates(path: Path) -> list[str]:
+        with path.open() as file:
+            return [row["update"] for row in csv.DictReader(file)]
+
+    run([CSVLoggerCallback(tmp_path / "full.csv", log_every_n_updates=3)])
+    csv_path = tmp_path / "part.csv"
+    (tmp_path / "part_steps.csv").write_text("update,epoch\n99,9\n")  # an older run's file is replaced
+    run([SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1, save_at_end=False),
+         CSVLoggerCallback(csv_path, log_every_n_updates=3), StopAfterFirstEpoch()])
+    assert updates(tmp_path / "part_steps.csv") == ["3", "6"]
+    run([CSVLoggerCallback(csv_path, log_every_n_updates=3)], resume=tmp_path / "states" / "epoch_1")
+    assert updates(tmp_path / "part_steps.csv") == updates(tmp_path / "full_steps.csv") == ["3", "6", "9", "12", "15"]

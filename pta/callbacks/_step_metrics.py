@@ -12,7 +12,8 @@ from pta.protocols import TrainerLike
 
 
 class StepMetrics:
-    """Decides when N more optimizer updates are done and measures the window since the last time.
+    """Decides when the update count reaches the next multiple of N and measures the window since the
+    last time.
 
     Per step the caller only compares ``trainer.num_updates`` with a stored integer (``due``); the loss
     is read from the device once per window (``collect``), never on the steps in between.
@@ -34,7 +35,7 @@ class StepMetrics:
 
     def start(self, trainer: TrainerLike) -> None:
         self._updates = trainer.num_updates
-        self._next = self._updates + self.every_n_updates
+        self._next = self._following(self._updates)
         self._time = time.perf_counter()
         self._loss_sum, self._loss_count = 0.0, 0
 
@@ -57,8 +58,13 @@ class StepMetrics:
         if samples and now > self._time:
             values["samples_per_second"] = samples / (now - self._time)
         self._time, self._updates = now, updates
-        self._next = updates + self.every_n_updates
+        self._next = self._following(updates)
         return values
+
+    def _following(self, updates: int) -> int:
+        """The next multiple of N after ``updates``: a resumed run logs at the same updates as an
+        uninterrupted one."""
+        return (updates // self.every_n_updates + 1) * self.every_n_updates
 
     def _window_loss(self, trainer: object, batch_output: BatchOutput) -> float | None:
         meter = getattr(trainer, "_train_loss", None)
