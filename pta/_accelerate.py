@@ -31,7 +31,10 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from pta._elastic import init_elastic_cpu_group
+from pta._files import chmod_like_open
+from pta._tracker_routing import route_tracker_output
 from pta._types import AcceleratorKwargs
+from pta._validation import ConfigurationError
 
 T = TypeVar("T")
 
@@ -83,6 +86,31 @@ def _check_world_size(num_processes: int) -> None:
             )
 
 
+_SHARDING_PLUGINS = {"fsdp_plugin": DistributedType.FSDP, "deepspeed_plugin": DistributedType.DEEPSPEED}
+
+
+def _check_sharding_plugins(kwargs: AcceleratorKwargs, distributed_type: DistributedType | None) -> None:
+    """Accelerate ignores an FSDP or DeepSpeed plugin unless the launch is multi-accelerator (it then runs
+    DDP or a single process with no sharding and says nothing): refuse that. Checked before the
+    Accelerator exists where the answer is certain (no GPU, or ``cpu=True``), and after it otherwise."""
+    for name, wanted in _SHARDING_PLUGINS.items():
+        if kwargs.get(name) is None:
+            continue
+        on_cpu = bool(kwargs.get("cpu")) or not _has_accelerator_device()
+        if distributed_type is None and not on_cpu:
+            continue
+        if distributed_type == wanted:
+            continue
+        several = _launched_world_size() > 1
+        actual = ("DDP" if several else "one process") + (" on CPU" if on_cpu else "")
+        raise ConfigurationError(
+            f"accelerator_options[{name!r}] would be ignored: Accelerate uses {wanted.value} only when several "
+            f"GPUs (or other accelerators) are launched with `accelerate launch` or `torchrun`, and this run "
+            f"would silently be {actual} without sharding. Remove it from accelerator_options, or launch on "
+            "several GPUs."
+        )
+
+
 @functools.cache
 def _destroy_process_group_at_exit() -> None:
     """Register (once) a teardown of the default process group before interpreter finalisation:
@@ -106,9 +134,11 @@ class AcceleratorAdapter:
 
     def __init__(self, kwargs: AcceleratorKwargs) -> None:
         kwargs = _fill_launch_defaults(kwargs)
+        _check_sharding_plugins(kwargs, None)
         init_elastic_cpu_group(bool(kwargs.get("cpu")), kwargs.get("kwargs_handlers", ()))  # before Accelerate's own
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
         self._direct_backward = False
+        _check_sharding_plugins(kwargs, self.accelerator.distributed_type)
         _check_world_size(self.num_processes)
         if self.num_processes > 1:
             _destroy_process_group_at_exit()
@@ -254,6 +284,13 @@ class AcceleratorAdapter:
     def save_state(self, directory: Path) -> None:
         """Model, optimizer, scaler and RNG states in Accelerate's (possibly sharded) format."""
         self.accelerator.save_state(str(directory))
+        # safetensors writes 0o600 files; give every file the mode open() gives under the umask.
+        for path in directory.rglob("*"):
+            try:
+                if path.is_file():
+                    chmod_like_open(path)
+            except FileNotFoundError:  # another process's temporary file, renamed meanwhile
+                continue
 
     def load_state(self, directory: Path) -> None:
         self.accelerator.load_state(str(directory))
@@ -413,7 +450,7 @@ def start_trackers(
             trackers.append(spec)
             continue
         tracker_class: Any = LOGGER_TYPE_TO_CLASS[str(spec)]
-        options = dict(kwargs.get(str(spec), {}))
+        options = route_tracker_output(str(spec), directory, kwargs.get(str(spec), {}))
         if tracker_class.requires_logging_directory:
             trackers.append(tracker_class(project_name, directory, **options))
         else:

@@ -11,6 +11,8 @@ from typing import Any, cast
 
 import torch
 
+from pta._files import chmod_like_open
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, foreign or incompatible; the message names the file."""
@@ -25,6 +27,7 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        chmod_like_open(tmp_name)  # mkstemp creates 0o600; torch.save would give the umask's mode
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()

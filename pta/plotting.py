@@ -1,4 +1,7 @@
-"""Plot a run history's curves to an image file (matplotlib is an optional extra: ``pip install 'pta[plot]'``)."""
+"""Plot a run history's curves to an image file.
+
+matplotlib is an optional extra: ``pip install 'pta-trainer[plot]'``.
+"""
 
 # pyright: reportUnknownMemberType=false
 # (matplotlib's own annotations leave parts of the Axes API unknown)
@@ -11,13 +14,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pta.callbacks.trackers import as_number
+from pta._files import chmod_like_open
+from pta.callbacks._numbers import as_number
 from pta.tracking import RunHistory
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["plot_run_history"]
+__all__ = ["plot_run_history", "save_figure"]
 
 
 def plot_run_history(
@@ -43,7 +48,7 @@ def plot_run_history(
         from matplotlib.ticker import MaxNLocator
     except ImportError as error:
         raise ImportError(
-            "plot_run_history needs matplotlib: pip install 'pta[plot]' (or pip install matplotlib)"
+            "plot_run_history needs matplotlib: pip install 'pta-trainer[plot]' (or pip install matplotlib)"
         ) from error
 
     curves = _curves(history, metrics)
@@ -66,12 +71,19 @@ def plot_run_history(
     if title is not None:
         figure.suptitle(title)
 
+    return save_figure(figure, path)
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Save ``figure`` to ``path`` (format from the suffix, PNG by default) atomically, with the mode
+    ``open()`` gives under the umask. Returns the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix or ".png", dir=target.parent)
     os.close(handle)
     try:
         figure.savefig(temporary, format=target.suffix.lstrip(".") or "png")
+        chmod_like_open(temporary)  # mkstemp creates 0o600
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

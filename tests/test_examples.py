@@ -2,7 +2,7 @@
 
 Each example has ``main(argv)``; it is loaded from its path (examples/ is not a package; the examples
 import ``digits_datasets`` from examples/quickstart.py, so examples/ goes on ``sys.path``). Examples
-with optional dependencies (torchmetrics, timm, transformers) are skipped when those are missing.
+with optional dependencies (torchmetrics, timm, transformers) are skipped when those are missing or broken.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests._optional import import_or_skip
 from tests.distributed._launch import run_torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,20 +105,20 @@ def test_resume_ends_bit_identical_to_the_uninterrupted_run(tmp_path: Path) -> N
 
 
 def test_torchmetrics_metrics_are_recorded_in_the_run_history() -> None:
-    pytest.importorskip("torchmetrics")
+    import_or_skip("torchmetrics")
     result = run_example("metrics_torchmetrics", "--epochs", "1", "--no-progress-bar")
     assert 0.5 < result["accuracy"] <= 1.0 and 0.5 < result["f1"] <= 1.0
 
 
 def test_a_timm_model_trains_with_default_trainer() -> None:
-    pytest.importorskip("timm")
+    import_or_skip("timm")
     result = run_example("timm_transformers", "--model", "timm", "--epochs", "1", "--max-steps", "5",
                          "--no-progress-bar")
     assert math.isfinite(result["timm_eval_loss"])
 
 
 def test_a_transformers_model_trains_with_default_trainer() -> None:
-    pytest.importorskip("transformers")
+    import_or_skip("transformers")
     result = run_example("timm_transformers", "--model", "transformers", "--epochs", "1", "--max-steps", "5",
                          "--no-progress-bar")
     assert math.isfinite(result["transformers_eval_loss"])

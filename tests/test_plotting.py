@@ -60,6 +60,6 @@ def test_without_matplotlib_the_error_names_the_extra(tmp_path: Path, monkeypatc
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg",
                  "matplotlib.ticker"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError, match=r"pta\[plot\]"):
+    with pytest.raises(ImportError, match=r"pta-trainer\[plot\]"):
         plot_run_history(_history(), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()

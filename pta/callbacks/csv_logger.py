@@ -11,8 +11,11 @@ from typing import Any
 
 from typing_extensions import override
 
+from pta._files import chmod_like_open
+from pta._types import BatchOutput
+from pta.callbacks._step_metrics import StepMetrics
 from pta.callbacks.base import TrainerCallback
-from pta.callbacks.trackers import as_number
+from pta.callbacks._numbers import as_number
 from pta.protocols import TrainerLike
 from pta.tracking import RunHistory
 
@@ -28,10 +31,22 @@ class CSVLoggerCallback(TrainerCallback):
     one, never a mix); otherwise the row is appended. A fresh run (empty run history) starts a new file;
     a resumed or continued run keeps the rows of the epochs before the one it starts in. Evaluation runs
     (``trainer.evaluate()``) are not written. Numbers are written exactly (``repr``), other values with ``str``.
+
+    Every ``log_every_n_updates`` optimizer updates (default 50; ``None``: never) a row is appended to
+    ``steps_path`` (default: ``<name>_steps.csv`` beside ``path``) with ``update``, ``epoch``,
+    ``train_loss_step`` (the main process's mean loss over those updates), ``lr`` (``lr_group_<i>`` per
+    param group when there are several) and ``samples_per_second``. The loss is read from the device once
+    per N updates, never on the steps in between. A resumed run keeps the rows up to its update count.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, log_every_n_updates: int | None = 50,
+                 steps_path: str | Path | None = None) -> None:
         self.path = Path(path)
+        self.log_every_n_updates = log_every_n_updates
+        self.steps_path = Path(steps_path) if steps_path is not None else self.path.with_name(
+            f"{self.path.stem}_steps{self.path.suffix or '.csv'}")
+        self._steps = StepMetrics(log_every_n_updates) if log_every_n_updates is not None else None
+        self._step_columns: list[str] = []
         self._columns: list[str] = ["epoch"]
         self._rows: list[dict[str, str]] = []
         self._seen: dict[str, int] = {}
@@ -48,6 +63,26 @@ class CSVLoggerCallback(TrainerCallback):
         if self._seen and self.path.exists():  # resumed or continued: keep the epochs already done
             self._read_existing(before_epoch=history.current_epoch)
         self._rewrite()
+        if self._steps is not None:
+            self._steps.start(trainer)
+            self._start_step_file(keep_up_to=trainer.num_updates if self._seen else 0)
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+        steps = self._steps
+        if steps is None or not self._active or not steps.due(trainer):
+            return
+        row = {"update": str(trainer.num_updates), "epoch": str(trainer.run_history.current_epoch)}
+        row.update({name: repr(value) for name, value in steps.collect(trainer, batch_output).items()})
+        header = not self._step_columns
+        if header:
+            self._step_columns = list(row)
+            self.steps_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.steps_path.open("a", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, self._step_columns, extrasaction="ignore")
+            if header:
+                writer.writeheader()
+            writer.writerow(row)
 
     @override
     def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
@@ -88,6 +123,7 @@ class CSVLoggerCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
+            chmod_like_open(temporary)  # mkstemp creates 0o600: readable by others as open() would make it
             with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
                 file.write(buffer.getvalue())
                 file.flush()
@@ -96,6 +132,23 @@ class CSVLoggerCallback(TrainerCallback):
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    def _start_step_file(self, keep_up_to: int) -> None:
+        """Start the per-step file afresh, keeping the rows of updates up to ``keep_up_to`` (a resume)."""
+        kept: list[dict[str, str]] = []
+        self._step_columns = []
+        if keep_up_to and self.steps_path.exists():
+            with self.steps_path.open(newline="", encoding="utf-8") as file:
+                reader = csv.DictReader(file)
+                self._step_columns = list(reader.fieldnames or [])
+                kept = [row for row in reader if int(row.get("update") or 0) <= keep_up_to]
+        if not self._step_columns:  # a fresh run: the file appears with its first row
+            self.steps_path.unlink(missing_ok=True)
+            return
+        with self.steps_path.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, self._step_columns)
+            writer.writeheader()
+            writer.writerows(kept)
 
     def _read_existing(self, before_epoch: int) -> None:
         with self.path.open(newline="", encoding="utf-8") as file:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from typing_extensions import override
 
 from pta._accelerate import (
@@ -18,11 +16,16 @@ from pta._accelerate import (
     TrackerSpec,
     start_trackers,
 )
+from pta._types import BatchOutput
+from pta.callbacks._numbers import as_number
+from pta.callbacks._step_metrics import StepMetrics
 from pta.callbacks.base import TrainerCallback
 from pta.protocols import TrainerLike
 from pta.tracking import RunHistory
 
-__all__ = ["TRACKER_PACKAGES", "ExperimentTracker", "TrackerCallback", "TrackerConfigValue", "TrackerSpec"]
+__all__ = [
+    "TRACKER_PACKAGES", "ExperimentTracker", "TrackerCallback", "TrackerConfigValue", "TrackerSpec", "as_number",
+]
 
 
 class TrackerCallback(TrainerCallback):
@@ -43,9 +46,17 @@ class TrackerCallback(TrainerCallback):
     ``trainer.run_history.update_metric`` are logged too; values that are not numbers are skipped.
     ``trainer.evaluate()`` runs are logged at their end (``evaluation_loss``, step 1).
 
+    Every ``log_every_n_updates`` optimizer updates (default 50; ``None``: never) it also logs, at
+    ``step = trainer.num_updates``: ``train_loss_step`` (the main process's mean loss over those updates),
+    ``lr`` (``lr_group_<i>`` per param group when there are several) and ``samples_per_second`` (all
+    processes). The loss is read from the device once per N updates, never on the steps in between.
+
     Trackers start with each run (``run_name`` is Accelerate's project name: TensorBoard writes to
-    ``project_dir/run_name``) and are finished when it ends. A resumed run logs only new values.
-    ``init_kwargs`` maps a tracker name to its own options, e.g. ``{"wandb": {"entity": "me"}}``.
+    ``project_dir/run_name``) and are finished when it ends. Every tracker writes under ``project_dir``:
+    MLflow's store and artifacts (``project_dir/mlflow.db``, ``project_dir/mlartifacts``; unless
+    ``MLFLOW_TRACKING_URI`` is set), W&B, DVCLive and SwanLab files, Aim's repository. A resumed run logs
+    only new values. ``init_kwargs`` maps a tracker name to its own options, e.g. ``{"wandb": {"entity": "me"}}``
+    (an output location given there wins).
     """
 
     def __init__(
@@ -55,8 +66,11 @@ class TrackerCallback(TrainerCallback):
         run_name: str = "pta",
         config: Mapping[str, TrackerConfigValue] | None = None,
         init_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        log_every_n_updates: int | None = 50,
     ) -> None:
         self.log_with = log_with
+        self.log_every_n_updates = log_every_n_updates
+        self._steps = StepMetrics(log_every_n_updates) if log_every_n_updates is not None else None
         self.project_dir = project_dir
         self.run_name = run_name
         self.config = dict(config) if config is not None else None
@@ -82,6 +96,13 @@ class TrackerCallback(TrainerCallback):
         self._start(trainer)
 
     @override
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+        steps = self._steps
+        if steps is None or self._trackers is None or not steps.due(trainer):
+            return
+        self._trackers.log(steps.collect(trainer, batch_output), step=trainer.num_updates)
+
+    @override
     def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self._log_new_values(trainer)
 
@@ -105,6 +126,8 @@ class TrackerCallback(TrainerCallback):
         if not trainer.is_world_main_process:
             return
         self._trackers = start_trackers(self.log_with, self.run_name, self.project_dir, self.config, self.init_kwargs)
+        if self._steps is not None:
+            self._steps.start(trainer)
         history = trainer.run_history
         self._logged_counts = {name: len(history.get_metric_values(name)) for name in history.get_metric_names()}
 
@@ -134,18 +157,3 @@ def new_metric_values(history: RunHistory, logged_counts: dict[str, int]) -> dic
         if number is not None:
             latest[name] = number
     return latest
-
-
-def as_number(value: object) -> float | int | None:
-    """``value`` as a Python number (one-element tensors and NumPy scalars included), else ``None``."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, torch.Tensor):
-        return as_number(value.item()) if value.numel() == 1 else None
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return None
