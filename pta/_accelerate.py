@@ -102,7 +102,12 @@ class AcceleratorAdapter:
     def __init__(self, kwargs: AcceleratorKwargs) -> None:
         kwargs = _fill_launch_defaults(kwargs)
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
+        # Facts Accelerate fixes at construction, read once instead of through its properties per step.
+        self._num_processes = int(self.accelerator.num_processes)
+        self._mixed_precision = str(self.accelerator.mixed_precision)
+        self._gradient_state: Any = self.accelerator.gradient_state
         self._direct_backward = False
+        self._direct: tuple[Optimizer, Optimizer, bool] | None = None  # (wrapper, inner, zero_grad takes set_to_none)
         _check_world_size(self.num_processes)
         if self.num_processes > 1:
             _destroy_process_group_at_exit()
@@ -114,7 +119,7 @@ class AcceleratorAdapter:
 
     @property
     def num_processes(self) -> int:
-        return int(self.accelerator.num_processes)
+        return self._num_processes
 
     @property
     def process_index(self) -> int:
@@ -138,7 +143,7 @@ class AcceleratorAdapter:
 
     @property
     def mixed_precision(self) -> str:
-        return str(self.accelerator.mixed_precision)
+        return self._mixed_precision
 
     @property
     def scaler(self) -> torch.amp.GradScaler | None:
@@ -146,6 +151,10 @@ class AcceleratorAdapter:
 
     @property
     def optimizer_step_was_skipped(self) -> bool:
+        # Without a loss scaler (and outside DeepSpeed, whose wrapper reports its own overflows) an
+        # AcceleratedOptimizer never marks a step as skipped.
+        if self._direct_backward:
+            return False
         return bool(self.accelerator.optimizer_step_was_skipped)
 
     # ------------------------------------------------------------------ preparation
@@ -165,6 +174,7 @@ class AcceleratorAdapter:
                   for obj in (model, optimizer, train_dataloader, eval_dataloader)),
         )
         self._direct_backward = self._plain_autograd()
+        self._direct = self._direct_for(result[1])
         return result
 
     # Accelerate's wrappers cost tens of microseconds per step (a package lookup on disk in
@@ -179,14 +189,24 @@ class AcceleratorAdapter:
             and not getattr(acc, "has_lomo_optimizer", False)
         )
 
-    def _direct_optimizer(self, optimizer: Optimizer) -> Optimizer | None:
-        """The wrapped optimizer when ``AcceleratedOptimizer`` would only call through to it."""
-        if type(optimizer) is not AcceleratedOptimizer or not self._direct_backward:
-            return None
-        if not self.accelerator.gradient_state.sync_gradients:
+    def _direct_for(self, optimizer: Optimizer | None) -> tuple[Optimizer, Optimizer, bool] | None:
+        """Decided once per ``prepare``: the optimizer inside ``AcceleratedOptimizer`` when calling it
+        directly is equivalent (what may change between steps is checked in ``_direct_optimizer``)."""
+        if optimizer is None or type(optimizer) is not AcceleratedOptimizer or not self._direct_backward:
             return None
         inner: Optimizer = optimizer.optimizer
-        return None if type(inner).__module__.startswith("lomo_optim") else inner
+        if type(inner).__module__.startswith("lomo_optim"):
+            return None
+        return optimizer, inner, _accepts_set_to_none(type(inner).zero_grad)
+
+    def _direct_optimizer(self, optimizer: Optimizer) -> Optimizer | None:
+        """The wrapped optimizer when ``AcceleratedOptimizer`` would only call through to it."""
+        direct = self._direct
+        if direct is None or optimizer is not direct[0] or not self._direct_backward:
+            return None
+        if not self._gradient_state.sync_gradients:  # inside Accelerate's own accumulation
+            return None
+        return direct[1]
 
     def unwrap_model(self, model: nn.Module, keep_torch_compile: bool = True) -> nn.Module:
         return cast(nn.Module, self.accelerator.unwrap_model(model, keep_torch_compile=keep_torch_compile))
@@ -210,7 +230,7 @@ class AcceleratorAdapter:
 
     def zero_grad(self, optimizer: Optimizer) -> None:
         inner = self._direct_optimizer(optimizer)
-        if inner is not None and _accepts_set_to_none(type(inner).zero_grad):
+        if inner is not None and self._direct is not None and self._direct[2]:
             inner.zero_grad(set_to_none=True)  # what AcceleratedOptimizer.zero_grad() passes
         else:
             optimizer.zero_grad()
