@@ -81,3 +81,35 @@ def test_shortcut_and_wrappers_give_identical_weights(accumulation: int) -> None
 
     for fast, wrapped in zip(run(DefaultTrainer), run(Wrapped), strict=True):
         assert torch.equal(fast, wrapped)
+
+
+def test_facts_read_once_match_accelerate() -> None:
+    adapter = AcceleratorAdapter({"mixed_precision": "bf16"})
+    assert adapter.num_processes == adapter.accelerator.num_processes == 1
+    assert adapter.mixed_precision == adapter.accelerator.mixed_precision == "bf16"
+    assert adapter._gradient_state is adapter.accelerator.gradient_state  # shared state: sees later changes
+
+
+def test_the_shortcut_is_only_for_the_optimizer_it_was_decided_for() -> None:
+    adapter, optimizer = _prepared()
+    model = linear_model()
+    _, other, _, _ = AcceleratorAdapter({}).prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
+    assert other is not None and type(other) is type(optimizer)
+    assert adapter._direct_optimizer(other) is None  # prepared elsewhere: through its wrapper
+
+
+def test_no_skipped_step_is_reported_without_a_scaler_and_accelerate_agrees() -> None:
+    adapter, optimizer = _prepared()
+    adapter.optimizer_step(optimizer)
+    assert adapter.optimizer_step_was_skipped is False
+    assert adapter.accelerator.optimizer_step_was_skipped is False
+
+
+def test_skipped_steps_are_asked_of_accelerate_with_a_scaler() -> None:
+    adapter = AcceleratorAdapter({})
+    adapter.accelerator.scaler = torch.amp.GradScaler("cpu")
+    model = linear_model()
+    _, optimizer, _, _ = adapter.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
+    assert optimizer is not None and not adapter.optimizer_step_was_skipped
+    optimizer._is_overflow = True  # type: ignore[attr-defined]  # what AcceleratedOptimizer.step sets on overflow
+    assert adapter.optimizer_step_was_skipped
