@@ -30,8 +30,8 @@ class Work:
 
     def with_overrides(self, options: dict[str, str]) -> Work:
         """This work with a runner's ``epochs=`` / ``samples=`` options applied."""
-        changes = {key: int(options[key]) for key in ("epochs", "samples") if key in options}
-        return replace(self, **changes)
+        return replace(self, epochs=int(options.get("epochs", self.epochs)),
+                       samples=int(options.get("samples", self.samples)))
 
     def model(self) -> nn.Module:
         torch.manual_seed(0)
@@ -75,7 +75,11 @@ class AccelerateOrderSampler(DistributedSampler[int]):
 
     @override
     def __iter__(self) -> Iterator[int]:
+        # What a prepared dataloader draws from this generator per epoch (measured with Accelerate
+        # 1.15 on 2 processes): its workers' base seed, the shuffle, and one more permutation.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         order = torch.randperm(self.size, generator=self.generator).tolist()
+        torch.randperm(self.size, generator=self.generator)
         for start in range(self.rank * self.batch, self.size, self.batch * self.num_replicas):
             yield from order[start:start + self.batch]
 
