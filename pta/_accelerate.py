@@ -9,8 +9,9 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -24,7 +25,8 @@ from accelerate.utils.dataclasses import DistributedType
 from accelerate.utils.random import set_seed as _accelerate_set_seed
 from torch import nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Sampler
+from typing_extensions import override
 
 from pta._types import AcceleratorKwargs
 
@@ -319,11 +321,41 @@ def wait_for_everyone() -> None:
     _partial_state().wait_for_everyone()
 
 
+class _SkipSampler(Sampler[int]):
+    """The indices of ``sampler`` after its first ``count``. The sampler is iterated exactly as before
+    (its generator advances identically); the skipped indices are consumed in C, no batch is built."""
+
+    def __init__(self, sampler: Iterable[int], count: int) -> None:
+        self.sampler, self.count = sampler, count
+
+    @override
+    def __iter__(self) -> Iterator[int]:
+        iterator = iter(self.sampler)
+        next(itertools.islice(iterator, self.count, self.count), None)
+        return iterator
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.count, 0)  # type: ignore[arg-type]  # BatchSampler's sampler has a length
+
+
 def skip_first_batches(dataloader: DataLoader[Any], num_batches: int) -> DataLoader[Any]:
-    """``dataloader`` without its first ``num_batches`` batches, skipped by index (nothing is loaded)."""
+    """``dataloader`` without its first ``num_batches`` batches, skipped by index (nothing is loaded).
+
+    Accelerate's ``SkipBatchSampler`` still builds every skipped batch of indices in Python (time
+    grows with the position). Over a plain ``BatchSampler``, whose first ``k`` batches are exactly its
+    sampler's first ``k * batch_size`` indices, pta skips those indices in one C call instead.
+    """
+    from accelerate.data_loader import SkipBatchSampler
     from accelerate.data_loader import skip_first_batches as _skip
 
-    return cast("DataLoader[Any]", _skip(dataloader, num_batches))
+    skipped: Any = _skip(dataloader, num_batches)
+    skipper = getattr(skipped, "batch_sampler", None)
+    if type(skipper) is SkipBatchSampler and type(skipper.batch_sampler) is BatchSampler and skipper.skip_batches:
+        inner: BatchSampler = skipper.batch_sampler
+        skipper.batch_sampler = BatchSampler(_SkipSampler(inner.sampler, skipper.skip_batches * inner.batch_size),
+                                             inner.batch_size, inner.drop_last)
+        skipper.skip_batches = 0
+    return cast("DataLoader[Any]", skipped)
 
 
 def notebook_launcher(function: Callable[..., Any], args: tuple[Any, ...] = (), num_processes: int | None = None,
