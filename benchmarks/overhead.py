@@ -3,21 +3,28 @@
 Every measurement runs in a fresh process; runners are interleaved in a new random order each round
 and compared round by round (paired ratios), then summarised by medians with min-max. All runners
 see the same seeded model, data and data order, and the final weights of each are compared with the
-plain loop's.
+baseline's (``plain``). Children print to a pipe the parent drains, as a job's log would.
 
-    OMP_NUM_THREADS=1 python benchmarks/overhead.py --rounds 7
-    OMP_NUM_THREADS=1 python benchmarks/overhead.py --workload compute --rounds 5
-    python benchmarks/overhead.py --device cuda --precision bf16   # on a GPU machine
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py                       # (a) 1 CPU thread, 7 rounds
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py --processes 2         # (b) 2 processes (gloo) vs DDP
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py \\
+        --runners plain,pta,pta:idle_callbacks=100,plain:epochs=30,pta:epochs=30   # (c) per-step cost scaling
+    python benchmarks/overhead.py --device cuda --precision bf16          # on a GPU machine
 
-Runners: ``plain`` (hand-written PyTorch), ``accelerate`` (hand-written Accelerate loop), ``pta``
-(DefaultTrainer, console callbacks off), ``pta-defaults`` (DefaultTrainer, default callbacks, console
-output to /dev/null), and ``pytorch-accelerated`` / ``lightning`` when installed.
+Runners: ``plain`` (hand-written PyTorch; under ``--processes`` a DDP loop with a DistributedSampler),
+``accelerate`` (hand-written Accelerate loop), ``pta-bare`` (DefaultTrainer, no callbacks), ``pta``
+(default callbacks without the console ones), ``pta-defaults`` (``DEFAULT_CALLBACKS``, console output
+to the pipe), and ``pytorch-accelerated`` / ``lightning`` when installed. Options follow colons:
+``epochs=N``, ``samples=N`` (any runner), ``idle_callbacks=N`` (pta runners: N callbacks that handle no
+step event), ``sampler=torch`` (plain under ``--processes``: torch's DistributedSampler order instead
+of Accelerate's, so weights are not comparable). ``--callbacks RUNNER=SPEC`` changes what a pta runner
+adds (see ``runners.callbacks_from_spec``), e.g. a per-step tracking callback at its default interval:
+``--callbacks "pta-defaults=defaults;pta.callbacks:StepTracker"``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -28,239 +35,98 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-from typing_extensions import override
 
-WORKLOADS: dict[str, dict[str, Any]] = {
-    # ~650 us per plain step on 2 CPU cores: the loop's own cost dominates.
-    "overhead": {"sizes": (32, 64, 10), "samples": 8192, "batch": 32, "epochs": 3},
-    # Large matrix multiplies: the loop's cost is noise.
-    "compute": {"sizes": (784, 512, 512, 10), "samples": 8192, "batch": 128, "epochs": 2},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
+from runners import CALLBACK_SPECS, runners  # noqa: E402
 
-
-@dataclass(frozen=True)
-class Work:
-    sizes: tuple[int, ...]
-    samples: int
-    batch: int
-    epochs: int
-    device: str
-    precision: str
-
-    def model(self) -> nn.Module:
-        torch.manual_seed(0)
-        layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:], strict=True):
-            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-        return nn.Sequential(*layers[:-1])
-
-    def dataset(self) -> TensorDataset:
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn(self.samples, self.sizes[0], generator=g)
-        y = torch.randint(0, self.sizes[-1], (self.samples,), generator=g)
-        return TensorDataset(x, y)
-
-    def loader_kwargs(self) -> dict[str, Any]:
-        return {"batch_size": self.batch, "shuffle": True, "generator": torch.Generator().manual_seed(2)}
-
-    @property
-    def steps(self) -> int:
-        return self.epochs * -(-self.samples // self.batch)
+DEFAULT_RUNNERS = "plain,accelerate,pta-bare,pta,pta-defaults,pytorch-accelerated,lightning"
+TARGETS = {"pta": 1.03, "pta-defaults": 1.05}
+"""Ratios to the plain loop that docs/performance.md promises (CPU overhead workload, 1 thread)."""
+TARGETS_DISTRIBUTED = {"pta": 1.05, "pta-defaults": 1.05}
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def parse_runner(spec: str) -> tuple[str, dict[str, str]]:
+    """``name:key=value:key=value`` -> (name, options)."""
+    name, *parts = spec.split(":")
+    return name, dict(part.split("=", 1) for part in parts if part)
 
 
-# ---------------------------------------------------------------------------- runners (in the child)
-def run_plain(work: Work, mark: Callable[[], None]) -> nn.Module:
-    device = torch.device(work.device)
-    model = work.model().to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    loss_fn = nn.CrossEntropyLoss()
-    loader = DataLoader(work.dataset(), **work.loader_kwargs())
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(work.precision)
-    scaler = torch.amp.GradScaler(device.type) if work.precision == "fp16" else None
-    mark()  # "train() called" and "first step" coincide for hand-written loops
-    mark()
-    for _ in range(work.epochs):
-        model.train()
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-                loss = loss_fn(model(x), y)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            optimizer.zero_grad()
-    return model
-
-
-def run_accelerate(work: Work, mark: Callable[[], None]) -> nn.Module:
-    from accelerate import Accelerator  # type: ignore[attr-defined]  # accelerate ships no type information
-
-    accelerator: Any = Accelerator(mixed_precision=work.precision, cpu=work.device == "cpu")
-    model = work.model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    loss_fn = nn.CrossEntropyLoss()
-    mark()
-    model, optimizer, loader = accelerator.prepare(model, optimizer, DataLoader(work.dataset(), **work.loader_kwargs()))
-    mark()
-    for _ in range(work.epochs):
-        model.train()
-        for x, y in loader:
-            with accelerator.autocast():
-                loss = loss_fn(model(x), y)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-    return accelerator.unwrap_model(model)  # type: ignore[no-any-return]  # accelerate is untyped
-
-
-def _run_pta(work: Work, mark: Callable[[], None], defaults: bool) -> nn.Module:
-    from pta import DefaultTrainer, MixedPrecision, TrainerCallback
-    from pta.protocols import TrainerLike
-
-    class FirstStep(TrainerCallback):
-        @override
-        def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
-            if not self.seen:
-                self.seen = True
-                mark()
-
-        seen = False
-
-    model = work.model()
-    callbacks: list[Any] = [FirstStep()]
-    if defaults:
-        from pta import DEFAULT_CALLBACKS
-
-        callbacks += list(DEFAULT_CALLBACKS)
-    trainer: DefaultTrainer = DefaultTrainer(
-        model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=callbacks,
-        mixed_precision=cast(MixedPrecision, work.precision),  # validated by argparse choices
-        accelerator_options={"cpu": work.device == "cpu"},
-    )
-    stream = open(os.devnull, "w") if defaults else None  # noqa: SIM115  # closed below
-    with contextlib.redirect_stdout(stream) if stream else contextlib.nullcontext(), \
-            contextlib.redirect_stderr(stream) if stream else contextlib.nullcontext():
-        mark()
-        trainer.train(work.dataset(), num_epochs=work.epochs, per_device_batch_size=work.batch,
-                      train_dataloader_kwargs=work.loader_kwargs())
-    if stream:
-        stream.close()
-    return trainer.get_model()
-
-
-def run_pta(work: Work, mark: Callable[[], None]) -> nn.Module:
-    return _run_pta(work, mark, defaults=False)
-
-
-def run_pta_defaults(work: Work, mark: Callable[[], None]) -> nn.Module:
-    return _run_pta(work, mark, defaults=True)
-
-
-def run_pytorch_accelerated(work: Work, mark: Callable[[], None]) -> nn.Module:
-    from pytorch_accelerated import Trainer
-    from pytorch_accelerated.callbacks import TrainerCallback as PaCallback
-
-    class FirstStep(PaCallback):  # type: ignore[misc]  # untyped base class
-        seen = False
-
-        def on_train_step_start(self, trainer: Any, **kwargs: Any) -> None:
-            if not self.seen:
-                self.seen = True
-                mark()
-
-    model = work.model()
-    trainer = Trainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=[FirstStep()])
-    kwargs = {**work.loader_kwargs(), "num_workers": 0}
-    mark()
-    trainer.train(work.dataset(), num_epochs=work.epochs, per_device_batch_size=work.batch, train_dataloader_kwargs=kwargs)
-    return trainer.get_model()  # type: ignore[no-any-return]  # untyped library
-
-
-def run_lightning(work: Work, mark: Callable[[], None]) -> nn.Module:
-    import lightning as L
-
-    class Module(L.LightningModule):  # type: ignore[misc]  # untyped base class
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = work.model()
-            self.loss = nn.CrossEntropyLoss()
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            if batch_idx == 0 and self.current_epoch == 0:
-                mark()
-            x, y = batch
-            return self.loss(self.net(x), y)  # type: ignore[no-any-return]  # untyped library
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.05)
-
-    module = Module()
-    mark()
-    trainer = L.Trainer(max_epochs=work.epochs, accelerator=work.device.split(":")[0], devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, DataLoader(work.dataset(), **work.loader_kwargs()))
-    net: nn.Module = module.net
-    return net
-
-
-RUNNERS: dict[str, tuple[Callable[[Work, Callable[[], None]], nn.Module], str | None]] = {
-    "plain": (run_plain, None),
-    "accelerate": (run_accelerate, None),
-    "pta": (run_pta, None),
-    "pta-defaults": (run_pta_defaults, None),
-    "pytorch-accelerated": (run_pytorch_accelerated, "pytorch_accelerated"),
-    "lightning": (run_lightning, "lightning"),
-}
-
-
-def child(runner: str, work: Work, out: Path) -> None:
+# ---------------------------------------------------------------------------- the child
+def child(spec: str, work: Work, out: Path, callback_specs: dict[str, str]) -> None:
+    name, options = parse_runner(spec)
+    work = work.with_overrides(options)
     marks: list[float] = []
 
+    def sync() -> None:
+        if work.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     def mark() -> None:
-        _sync(work.device)
+        sync()
         marks.append(time.perf_counter())
 
     started = time.perf_counter()
-    model = RUNNERS[runner][0](work, mark)
-    _sync(work.device)
+    model = runners(callback_specs)[name][0](work, mark, options)
+    sync()
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        torch.distributed.barrier()  # the slowest process decides
     ended = time.perf_counter()
-    torch.save([p.detach().cpu() for p in model.parameters()], out.with_suffix(".pt"))
-    train_called, first_step = marks[0], marks[1]
-    out.write_text(json.dumps({
-        "total_s": ended - started,
-        "loop_s": ended - first_step,
-        "setup_s": first_step - train_called,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    if int(os.environ.get("RANK", "0")) == 0:
+        torch.save([p.detach().cpu() for p in model.parameters()], out.with_suffix(".pt"))
+        train_called, first_step = marks[0], marks[1]
+        out.write_text(json.dumps({
+            "total_s": ended - started, "loop_s": ended - first_step, "setup_s": first_step - train_called,
+            "steps": work.steps, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }))
+    sys.stdout.flush()
+    if distributed:
+        os._exit(0)  # gloo can abort during interpreter shutdown
 
 
 # ---------------------------------------------------------------------------- the parent
-def _available(runner: str) -> bool:
-    module = RUNNERS[runner][1]
+def _available(spec: str, specs: dict[str, str]) -> bool:
+    name = parse_runner(spec)[0]
+    table = runners(specs)
+    if name not in table:
+        raise SystemExit(f"unknown runner {name!r}; known: {', '.join(table)}")
+    module = table[name][1]
     return module is None or importlib.util.find_spec(module) is not None
 
 
-def _launch(runner: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", runner, "--workload", args.workload, "--device", args.device,
-           "--precision", args.precision, "--out", str(out)]
-    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+def _command(spec: str, args: argparse.Namespace, out: Path) -> list[str]:
+    script = [str(Path(__file__).resolve()), "--child", spec, "--workload", args.workload, "--device", args.device,
+              "--precision", args.precision, "--out", str(out),
+              *[item for pair in args.callbacks for item in ("--callbacks", pair)]]
+    if args.processes == 1:
+        return [sys.executable, *script]
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(port), *script]
+
+
+def _launch(spec: str, args: argparse.Namespace, out: Path, cwd: Path) -> dict[str, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                      os.environ.get("PYTHONPATH", "")]))}
+    if args.processes > 1 and args.device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "1"
+    # Output goes to a pipe that is drained while the child runs, like a job's log.
+    done = subprocess.run(_command(spec, args, out), env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=args.timeout, check=False)
+    if done.returncode != 0 or not out.exists():
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"runner {spec} failed with exit code {done.returncode}")
     result: dict[str, float] = json.loads(out.read_text())
     return result
 
@@ -269,43 +135,75 @@ def _summary(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
-def _rounds(runners: list[str], rounds: int, seed: int) -> Iterator[tuple[int, list[str]]]:
+def _rounds(specs: list[str], rounds: int, seed: int) -> Iterator[tuple[int, list[str]]]:
     rng = random.Random(seed)
     for index in range(rounds):
-        order = runners[:]
+        order = specs[:]
         rng.shuffle(order)
         yield index, order
 
 
-def parent(args: argparse.Namespace) -> None:
-    runners = [r for r in args.runners.split(",") if _available(r)]
-    if "plain" not in runners:
-        runners.insert(0, "plain")
-    work = make_work(args)
-    results: dict[str, list[dict[str, float]]] = {r: [] for r in runners}
+def _baseline(spec: str, specs: list[str]) -> str:
+    """``plain`` with the same epochs/samples options as ``spec`` when that runs too, else ``plain``."""
+    options = parse_runner(spec)[1]
+    same = [s for s in specs if parse_runner(s)[0] == "plain"
+            and {k: v for k, v in parse_runner(s)[1].items() if k in ("epochs", "samples")}
+            == {k: v for k, v in options.items() if k in ("epochs", "samples")}]
+    return same[0] if same else "plain"
+
+
+def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def parent(args: argparse.Namespace) -> dict[str, Any]:
+    specs_for = {**CALLBACK_SPECS, **dict(pair.split("=", 1) for pair in args.callbacks)}
+    specs = [s for s in args.runners.split(",") if s and _available(s, specs_for)]
+    if not any(parse_runner(s)[0] == "plain" for s in specs):
+        specs.insert(0, "plain")
+    work = Work(**WORKLOADS[args.workload], device=args.device, precision=args.precision)
+    results: dict[str, list[dict[str, float]]] = {s: [] for s in specs}
     with tempfile.TemporaryDirectory() as tmp:
-        for index, order in _rounds(runners, args.rounds, args.seed):
-            for runner in order:
-                results[runner].append(_launch(runner, args, Path(tmp) / f"{runner}-{index}.json"))
+        for index, order in _rounds(specs, args.rounds, args.seed):
+            for spec in order:
+                results[spec].append(_launch(spec, args, Path(tmp) / f"{index}-{spec}.json", Path(tmp)))
             print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
-        plain_params = torch.load(Path(tmp) / "plain-0.pt")
-        diffs = {r: max(float((a - b).abs().max()) for a, b in zip(torch.load(Path(tmp) / f"{r}-0.pt"), plain_params, strict=True))
-                 for r in runners}
-    print(f"\nworkload={args.workload} device={args.device} precision={args.precision} steps={work.steps} "
-          f"rounds={args.rounds} torch={torch.__version__}")
-    print(f"{'runner':22} {'us/step':>10} {'ratio to plain (median, min-max)':>34} {'setup ms':>9} "
-          f"{'peak RSS MiB':>13} {'max|dW| vs plain':>17}")
-    plain_loops = [r["loop_s"] for r in results["plain"]]
-    for runner in runners:
-        loops = [r["loop_s"] for r in results[runner]]
-        ratios = [a / b for a, b in zip(loops, plain_loops, strict=True)]
-        print(f"{runner:22} {statistics.median(loops) / work.steps * 1e6:10.1f} {_summary(ratios):>34} "
-              f"{statistics.median(r['setup_s'] for r in results[runner]) * 1e3:9.1f} "
-              f"{statistics.median(r['peak_rss_mib'] for r in results[runner]):13.1f} {diffs[runner]:17.3g}")
-
-
-def make_work(args: argparse.Namespace) -> Work:
-    return Work(**WORKLOADS[args.workload], device=args.device, precision=args.precision)
+        weights = {s: [torch.load(Path(tmp) / f"{i}-{s}.pt") for i in range(args.rounds)] for s in specs}
+    targets = {**(TARGETS_DISTRIBUTED if args.processes > 1 else TARGETS), **dict(
+        (k, float(v)) for k, v in (t.split("=", 1) for t in args.target))}
+    check_targets = args.workload == "overhead" and args.device == "cpu" and args.precision == "no"
+    rows = []
+    for spec in specs:
+        base = _baseline(spec, specs)
+        loops = [r["loop_s"] for r in results[spec]]
+        ratios = [a / b["loop_s"] for a, b in zip(loops, results[base], strict=True)]
+        steps = results[spec][0]["steps"]
+        diff = _max_diff(weights[spec][0], weights[base][0])
+        repeatable = all(_max_diff(w, weights[spec][0]) == 0 for w in weights[spec])
+        target = targets.get(parse_runner(spec)[0]) if check_targets and not parse_runner(spec)[1] else None
+        rows.append({
+            "runner": spec, "baseline": base, "us_per_step": statistics.median(loops) / steps * 1e6,
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "setup_ms": statistics.median(r["setup_s"] for r in results[spec]) * 1e3,
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in results[spec]),
+            "max_abs_dw": diff, "repeatable": repeatable, "target": target,
+            "meets_target": None if target is None else statistics.median(ratios) <= target and diff == 0,
+        })
+    header = (f"workload={args.workload} device={args.device} precision={args.precision} processes={args.processes} "
+              f"rounds={args.rounds} torch={torch.__version__} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(f"\n{header}\n")
+    print("| runner | µs/step | ratio to baseline (median, min-max) | setup in train() | peak RSS | max abs ΔW | target |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        verdict = "" if row["target"] is None else f"≤ {row['target']:.2f}: {'met' if row['meets_target'] else 'NOT met'}"
+        base = "" if row["baseline"] == "plain" else f" vs {row['baseline']}"
+        print(f"| {row['runner']} | {row['us_per_step']:.1f} | {row['ratio_median']:.3f} ({row['ratio_min']:.3f}-"
+              f"{row['ratio_max']:.3f}){base} | {row['setup_ms']:.1f} ms | {row['peak_rss_mib']:.1f} MiB | "
+              f"{row['max_abs_dw']:.3g}{'' if row['repeatable'] else ' (differs between rounds!)'} | {verdict} |")
+    summary = {"config": header, "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def main() -> None:
@@ -313,14 +211,22 @@ def main() -> None:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="overhead")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runners", default=",".join(RUNNERS))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runners", default=DEFAULT_RUNNERS, help="comma-separated runner specs")
+    parser.add_argument("--processes", type=int, default=1, help="processes per run (torchrun; gloo on CPU)")
+    parser.add_argument("--callbacks", action="append", default=[], metavar="RUNNER=SPEC",
+                        help="callbacks of a pta runner, e.g. 'pta-defaults=defaults;pta.callbacks:X'")
+    parser.add_argument("--target", action="append", default=[], metavar="RUNNER=RATIO",
+                        help="ratio a runner must meet (defaults: pta=1.03, pta-defaults=1.05; 1.05 with --processes)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", choices=sorted(RUNNERS))
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.child:
-        child(args.child, make_work(args), args.out)
+        work = Work(**WORKLOADS[args.workload], device=args.device, precision=args.precision)
+        child(args.child, work, args.out, {**CALLBACK_SPECS, **dict(p.split("=", 1) for p in args.callbacks)})
     else:
         parent(args)
 

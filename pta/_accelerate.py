@@ -13,8 +13,9 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -28,7 +29,8 @@ from accelerate.utils.dataclasses import DistributedType
 from accelerate.utils.random import set_seed as _accelerate_set_seed
 from torch import nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Sampler
+from typing_extensions import override
 
 from pta._elastic import init_elastic_cpu_group
 from pta._files import chmod_like_open
@@ -137,8 +139,13 @@ class AcceleratorAdapter:
         _check_sharding_plugins(kwargs, None)
         init_elastic_cpu_group(bool(kwargs.get("cpu")), kwargs.get("kwargs_handlers", ()))  # before Accelerate's own
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
+        # Facts Accelerate fixes at construction, read once instead of through its properties per step.
+        self._num_processes = int(self.accelerator.num_processes)
+        self._mixed_precision = str(self.accelerator.mixed_precision)
+        self._gradient_state: Any = self.accelerator.gradient_state
         self._direct_backward = False
         _check_sharding_plugins(kwargs, self.accelerator.distributed_type)
+        self._direct: tuple[Optimizer, Optimizer, bool] | None = None  # (wrapper, inner, zero_grad takes set_to_none)
         _check_world_size(self.num_processes)
         if self.num_processes > 1:
             _destroy_process_group_at_exit()
@@ -150,7 +157,7 @@ class AcceleratorAdapter:
 
     @property
     def num_processes(self) -> int:
-        return int(self.accelerator.num_processes)
+        return self._num_processes
 
     @property
     def process_index(self) -> int:
@@ -174,7 +181,7 @@ class AcceleratorAdapter:
 
     @property
     def mixed_precision(self) -> str:
-        return str(self.accelerator.mixed_precision)
+        return self._mixed_precision
 
     @property
     def scaler(self) -> torch.amp.GradScaler | None:
@@ -182,6 +189,10 @@ class AcceleratorAdapter:
 
     @property
     def optimizer_step_was_skipped(self) -> bool:
+        # Without a loss scaler (and outside DeepSpeed, whose wrapper reports its own overflows) an
+        # AcceleratedOptimizer never marks a step as skipped.
+        if self._direct_backward:
+            return False
         return bool(self.accelerator.optimizer_step_was_skipped)
 
     # ------------------------------------------------------------------ preparation
@@ -201,6 +212,7 @@ class AcceleratorAdapter:
                   for obj in (model, optimizer, train_dataloader, eval_dataloader)),
         )
         self._direct_backward = self._plain_autograd()
+        self._direct = self._direct_for(result[1])
         return result
 
     # Accelerate's wrappers cost tens of microseconds per step (a package lookup on disk in
@@ -215,14 +227,24 @@ class AcceleratorAdapter:
             and not getattr(acc, "has_lomo_optimizer", False)
         )
 
-    def _direct_optimizer(self, optimizer: Optimizer) -> Optimizer | None:
-        """The wrapped optimizer when ``AcceleratedOptimizer`` would only call through to it."""
-        if type(optimizer) is not AcceleratedOptimizer or not self._direct_backward:
-            return None
-        if not self.accelerator.gradient_state.sync_gradients:
+    def _direct_for(self, optimizer: Optimizer | None) -> tuple[Optimizer, Optimizer, bool] | None:
+        """Decided once per ``prepare``: the optimizer inside ``AcceleratedOptimizer`` when calling it
+        directly is equivalent (what may change between steps is checked in ``_direct_optimizer``)."""
+        if optimizer is None or type(optimizer) is not AcceleratedOptimizer or not self._direct_backward:
             return None
         inner: Optimizer = optimizer.optimizer
-        return None if type(inner).__module__.startswith("lomo_optim") else inner
+        if type(inner).__module__.startswith("lomo_optim"):
+            return None
+        return optimizer, inner, _accepts_set_to_none(type(inner).zero_grad)
+
+    def _direct_optimizer(self, optimizer: Optimizer) -> Optimizer | None:
+        """The wrapped optimizer when ``AcceleratedOptimizer`` would only call through to it."""
+        direct = self._direct
+        if direct is None or optimizer is not direct[0] or not self._direct_backward:
+            return None
+        if not self._gradient_state.sync_gradients:  # inside Accelerate's own accumulation
+            return None
+        return direct[1]
 
     def unwrap_model(self, model: nn.Module, keep_torch_compile: bool = True) -> nn.Module:
         return cast(nn.Module, self.accelerator.unwrap_model(model, keep_torch_compile=keep_torch_compile))
@@ -246,7 +268,7 @@ class AcceleratorAdapter:
 
     def zero_grad(self, optimizer: Optimizer) -> None:
         inner = self._direct_optimizer(optimizer)
-        if inner is not None and _accepts_set_to_none(type(inner).zero_grad):
+        if inner is not None and self._direct is not None and self._direct[2]:
             inner.zero_grad(set_to_none=True)  # what AcceleratedOptimizer.zero_grad() passes
         else:
             optimizer.zero_grad()
@@ -342,11 +364,41 @@ def wait_for_everyone() -> None:
     _partial_state().wait_for_everyone()
 
 
+class _SkipSampler(Sampler[int]):
+    """The indices of ``sampler`` after its first ``count``. The sampler is iterated exactly as before
+    (its generator advances identically); the skipped indices are consumed in C, no batch is built."""
+
+    def __init__(self, sampler: Iterable[int], count: int) -> None:
+        self.sampler, self.count = sampler, count
+
+    @override
+    def __iter__(self) -> Iterator[int]:
+        iterator = iter(self.sampler)
+        next(itertools.islice(iterator, self.count, self.count), None)
+        return iterator
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.count, 0)  # type: ignore[arg-type]  # BatchSampler's sampler has a length
+
+
 def skip_first_batches(dataloader: DataLoader[Any], num_batches: int) -> DataLoader[Any]:
-    """``dataloader`` without its first ``num_batches`` batches, skipped by index (nothing is loaded)."""
+    """``dataloader`` without its first ``num_batches`` batches, skipped by index (nothing is loaded).
+
+    Accelerate's ``SkipBatchSampler`` still builds every skipped batch of indices in Python (time
+    grows with the position). Over a plain ``BatchSampler``, whose first ``k`` batches are exactly its
+    sampler's first ``k * batch_size`` indices, pta skips those indices in one C call instead.
+    """
+    from accelerate.data_loader import SkipBatchSampler
     from accelerate.data_loader import skip_first_batches as _skip
 
-    return cast("DataLoader[Any]", _skip(dataloader, num_batches))
+    skipped: Any = _skip(dataloader, num_batches)
+    skipper = getattr(skipped, "batch_sampler", None)
+    if type(skipper) is SkipBatchSampler and type(skipper.batch_sampler) is BatchSampler and skipper.skip_batches:
+        inner: BatchSampler = skipper.batch_sampler
+        skipper.batch_sampler = BatchSampler(_SkipSampler(inner.sampler, skipper.skip_batches * inner.batch_size),
+                                             inner.batch_size, inner.drop_last)
+        skipper.skip_batches = 0
+    return cast("DataLoader[Any]", skipped)
 
 
 def notebook_launcher(function: Callable[..., Any], args: tuple[Any, ...] = (), num_processes: int | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -27,10 +27,19 @@ class LossMeter:
         if value.ndim:
             value = value.mean()
         if self.total is None:
-            self.total = value.to(torch.float32) * weight
+            # float64 keeps long epochs exact enough and cannot overflow (MPS has no float64).
+            dtype = torch.float32 if value.device.type == "mps" else torch.float64
+            self.total = value.to(dtype) * weight
         else:
             self.total.add_(value, alpha=weight)
         self.count += weight
+
+
+def running_loss(trainer: object, phase: Literal["train", "eval"]) -> LossMeter | None:
+    """The running loss sum a pta trainer keeps for ``phase`` (``None`` for other trainers); callbacks
+    read it instead of adding each loss to a sum of their own."""
+    meter = getattr(trainer, f"_{phase}_loss", None)
+    return meter if isinstance(meter, LossMeter) else None
 
 
 def infer_batch_size(batch: Any) -> int:

@@ -81,3 +81,99 @@ def test_shortcut_and_wrappers_give_identical_weights(accumulation: int) -> None
 
     for fast, wrapped in zip(run(DefaultTrainer), run(Wrapped), strict=True):
         assert torch.equal(fast, wrapped)
+
+
+def test_facts_read_once_match_accelerate() -> None:
+    adapter = AcceleratorAdapter({"mixed_precision": "bf16"})
+    assert adapter.num_processes == adapter.accelerator.num_processes == 1
+    assert adapter.mixed_precision == adapter.accelerator.mixed_precision == "bf16"
+    assert adapter._gradient_state is adapter.accelerator.gradient_state  # shared state: sees later changes
+
+
+def test_the_shortcut_is_only_for_the_optimizer_it_was_decided_for() -> None:
+    adapter, optimizer = _prepared()
+    model = linear_model()
+    _, other, _, _ = AcceleratorAdapter({}).prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
+    assert other is not None and type(other) is type(optimizer)
+    assert adapter._direct_optimizer(other) is None  # prepared elsewhere: through its wrapper
+
+
+def test_no_skipped_step_is_reported_without_a_scaler_and_accelerate_agrees() -> None:
+    adapter, optimizer = _prepared()
+    adapter.optimizer_step(optimizer)
+    assert adapter.optimizer_step_was_skipped is False
+    assert adapter.accelerator.optimizer_step_was_skipped is False
+
+
+def test_skipped_steps_are_asked_of_accelerate_with_a_scaler() -> None:
+    adapter = AcceleratorAdapter({})
+    adapter.accelerator.scaler = torch.amp.GradScaler("cpu")
+    model = linear_model()
+    _, optimizer, _, _ = adapter.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
+    assert optimizer is not None and not adapter.optimizer_step_was_skipped
+    optimizer._is_overflow = True  # type: ignore[attr-defined]  # what AcceleratedOptimizer.step sets on overflow
+    assert adapter.optimizer_step_was_skipped
+
+
+# ---------------------------------------------------------------------------------- skipping batches on resume
+GENERATOR = torch.Generator()
+
+
+def _prepared_loader(n: int, batch: int, shuffle: bool, drop_last: bool) -> torch.utils.data.DataLoader[Any]:
+    adapter = AcceleratorAdapter({})
+    loader = torch.utils.data.DataLoader(regression_data(n=n), batch_size=batch, shuffle=shuffle, drop_last=drop_last,
+                                         generator=GENERATOR)
+    _, _, prepared, _ = adapter.prepare(linear_model(), None, loader, None)
+    assert prepared is not None
+    return prepared
+
+
+def _epoch(loader: torch.utils.data.DataLoader[Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    GENERATOR.manual_seed(7)
+    batches = [x for x, _ in loader]
+    return batches, GENERATOR.get_state()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("skip", [0, 1, 5, 9, 10])  # 10 batches of 4 from 38 samples (9 without the last)
+def test_fast_skip_yields_what_accelerates_skip_yields(shuffle: bool, drop_last: bool, skip: int) -> None:
+    from accelerate.data_loader import skip_first_batches as _accelerate_skip
+
+    from pta._accelerate import skip_first_batches
+
+    accelerate_skip: Any = _accelerate_skip  # untyped
+    skip = min(skip, 9 if drop_last else 10)  # a resume never skips more batches than the epoch has
+
+    fast, fast_rng = _epoch(skip_first_batches(_prepared_loader(38, 4, shuffle, drop_last), skip))
+    slow_loader = accelerate_skip(_prepared_loader(38, 4, shuffle, drop_last), skip)
+    slow, slow_rng = _epoch(slow_loader)
+    assert len(fast) == len(slow) == len(slow_loader)
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
+    assert torch.equal(fast_rng, slow_rng)  # the sampler's generator advanced identically
+
+
+def test_fast_skip_builds_no_skipped_batch() -> None:
+    from accelerate.data_loader import SkipBatchSampler
+
+    from pta._accelerate import _SkipSampler, skip_first_batches
+
+    skipped = skip_first_batches(_prepared_loader(400, 4, True, False), 90)
+    skipper = skipped.batch_sampler
+    assert isinstance(skipper, SkipBatchSampler) and skipper.skip_batches == 0  # no per-batch loop over 90 batches
+    assert isinstance(skipper.batch_sampler.sampler, _SkipSampler)
+    assert len(skipped) == 10
+
+
+def test_other_batch_samplers_keep_accelerates_skip() -> None:
+    from accelerate.data_loader import SkipBatchSampler
+
+    from pta._accelerate import skip_first_batches
+
+    class Custom(torch.utils.data.BatchSampler):
+        """A subclass may group indices its own way: not the fast path's business."""
+
+    sampler = Custom(torch.utils.data.SequentialSampler(range(20)), batch_size=4, drop_last=False)
+    skipped = skip_first_batches(torch.utils.data.DataLoader(regression_data(n=20), batch_sampler=sampler), 2)
+    assert isinstance(skipped.batch_sampler, SkipBatchSampler) and skipped.batch_sampler.skip_batches == 2
+    assert [x.shape[0] for x, _ in skipped] == [4, 4, 4]

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from typing_extensions import override
 
+from pta._meter import LossMeter, running_loss
 from pta._types import BatchOutput
 from pta.callbacks.base import StopTrainingError, TrainerCallback
 from pta.protocols import TrainerLike
@@ -19,8 +20,10 @@ class NonFiniteLossError(FloatingPointError):
 class TerminateOnNaNCallback(TrainerCallback):
     """Stops the run when a loss is NaN or infinite, on all processes at the same step.
 
-    Each step only adds the loss to a running sum on the device; every ``check_every_n_steps`` training steps and at the
-    end of every epoch the flag is combined across processes and read once. When it is set the run
+    It reads the running loss sum the trainer already keeps on the device (a NaN or inf in any loss
+    makes it non-finite), so a step costs no device operation; with a trainer that keeps no such sum
+    each step adds the loss to a sum of its own. Every ``check_every_n_steps`` training steps and at
+    the end of every epoch the flag is combined across processes and read once. When it is set the run
     stops through ``StopTrainingError`` and, after the run has closed normally, ``NonFiniteLossError``
     is raised (unless ``raise_at_end=False``), so a script does not carry on with a broken model.
     ``check_every_n_steps=1`` checks every step, at the cost of one host sync per step.
@@ -33,8 +36,10 @@ class TerminateOnNaNCallback(TrainerCallback):
         self.raise_at_end = raise_at_end
         self.triggered = False
         self._sum: torch.Tensor | None = None
+        self._meter: LossMeter | None = None  # the trainer's running sum of the current phase
         self._steps = 0
         self._message = ""
+        self._train_state: tuple[torch.Tensor | None, int, LossMeter | None] = (None, 0, None)
 
     def _observe(self, batch_output: BatchOutput) -> None:
         # One device op per step: a NaN or inf in any loss makes the running sum non-finite.
@@ -44,10 +49,12 @@ class TerminateOnNaNCallback(TrainerCallback):
             self._sum = loss.to(torch.float32 if loss.device.type == "mps" else torch.float64, copy=True)
         else:
             self._sum.add_(loss)
-        self._steps += 1
 
     def _check(self, trainer: TrainerLike, phase: str) -> None:
-        total, self._sum = self._sum, None
+        if self._meter is not None:
+            total = self._meter.total  # left in place: the trainer records it at the epoch's end
+        else:
+            total, self._sum = self._sum, None
         flag = torch.isfinite(total).logical_not() if total is not None else torch.zeros((), dtype=torch.bool, device=trainer.device)
         if bool(trainer.gather(flag.to(torch.int32).reshape(1)).any().item()):
             self.triggered = True
@@ -63,11 +70,13 @@ class TerminateOnNaNCallback(TrainerCallback):
 
     @override
     def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
-        self._sum, self._steps = None, 0
+        self._sum, self._steps, self._meter = None, 0, running_loss(trainer, "train")
 
     @override
     def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
-        self._observe(batch_output)
+        if self._meter is None:
+            self._observe(batch_output)
+        self._steps += 1
         if self._steps % self.check_every_n_steps == 0:
             self._check(trainer, "training")
 
@@ -77,15 +86,20 @@ class TerminateOnNaNCallback(TrainerCallback):
 
     @override
     def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
-        self._sum, self._steps = None, 0
+        # Saved for an evaluation in the middle of a training epoch, which goes on afterwards.
+        self._train_state = (self._sum, self._steps, self._meter)
+        self._sum, self._steps, self._meter = None, 0, running_loss(trainer, "eval")
 
     @override
     def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
-        self._observe(batch_output)
+        if self._meter is None:
+            self._observe(batch_output)
+        self._steps += 1
 
     @override
     def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self._check(trainer, "evaluation")
+        self._sum, self._steps, self._meter = self._train_state
 
     @override
     def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:

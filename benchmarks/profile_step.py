@@ -1,0 +1,116 @@
+"""Deterministic per-step cost of each runner, for a machine too busy for wall-clock timings.
+
+    OMP_NUM_THREADS=1 python benchmarks/profile_step.py                     # function calls per step
+    OMP_NUM_THREADS=1 python benchmarks/profile_step.py --top 25 --runners pta-defaults
+    OMP_NUM_THREADS=1 python benchmarks/profile_step.py --valgrind          # CPU instructions per step
+
+Calls: cProfile from the first training step to the end of the run (setup excluded), function calls
+per step grouped by where the function lives (pta, accelerate, torch, C builtins, other), and with
+``--top`` the pta/accelerate functions with the most calls per step. The counts do not depend on
+machine load. ``--valgrind``: instructions (callgrind, no cache simulation) of two runs of different
+lengths in fresh processes, differenced, so imports and setup cancel out; slow (minutes per runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import collections
+import contextlib
+import os
+import pstats
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
+from overhead import parse_runner  # noqa: E402
+from runners import CALLBACK_SPECS, runners  # noqa: E402
+
+
+def _group(filename: str) -> str:
+    if f"{os.sep}pta{os.sep}" in filename:
+        return "pta"
+    if f"{os.sep}accelerate{os.sep}" in filename:
+        return "accelerate"
+    if f"{os.sep}torch{os.sep}" in filename:
+        return "torch"
+    return "C builtins" if filename == "~" else "other"
+
+
+def profile_calls(spec: str, work: Work, top: int) -> None:
+    name, options = parse_runner(spec)
+    work = work.with_overrides(options)
+    profiler = cProfile.Profile()
+    marks = 0
+
+    def mark() -> None:
+        nonlocal marks
+        marks += 1
+        if marks == 2:  # the first step starts
+            profiler.enable()
+
+    from pta import reset_accelerate_state
+
+    reset_accelerate_state()  # runners share this process
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        runners(CALLBACK_SPECS)[name][0](work, mark, options)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    groups: collections.Counter[str] = collections.Counter()
+    functions: list[tuple[float, str]] = []
+    for (filename, line, function), (_, calls, *_rest) in stats.stats.items():  # type: ignore[attr-defined]  # pstats internals
+        group = _group(filename)
+        groups[group] += calls
+        if group in ("pta", "accelerate"):
+            functions.append((calls / work.steps, f"{filename.rsplit(os.sep + group + os.sep, 1)[-1]}:{line}({function})"))
+    total = sum(groups.values()) / work.steps
+    print(f"{spec:28} {total:7.1f} calls/step: " + ", ".join(
+        f"{group} {count / work.steps:.1f}" for group, count in sorted(groups.items())))
+    for per_step, where in sorted(functions, reverse=True)[:top]:
+        print(f"    {per_step:6.2f}  {where}")
+
+
+def _instructions(spec: str, args: argparse.Namespace, epochs: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", "--cache-sim=no", f"--callgrind-out-file={out}",
+                   sys.executable, str(Path(__file__).resolve().parent / "overhead.py"), "--child", f"{spec}:epochs={epochs}",
+                   "--workload", args.workload, "--out", str(Path(tmp) / "result.json")]
+        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        match = re.search(r"^(?:summary|totals):\s*(\d+)", out.read_text(errors="replace"), re.MULTILINE)
+        assert match is not None, "no instruction total in callgrind's output"
+        return int(match.group(1))
+
+
+def profile_instructions(spec: str, args: argparse.Namespace, work: Work) -> float:
+    short, long = _instructions(spec, args, 1), _instructions(spec, args, 2)
+    per_step = (long - short) / (work.steps // work.epochs)
+    print(f"{spec:28} {per_step:12.0f} instructions/step", flush=True)
+    return per_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="overhead")
+    parser.add_argument("--runners", default="plain,accelerate,pta-bare,pta,pta-defaults")
+    parser.add_argument("--top", type=int, default=0, help="list this many pta/accelerate functions per runner")
+    parser.add_argument("--valgrind", action="store_true", help="count instructions instead of calls")
+    args = parser.parse_args()
+    work = Work(**WORKLOADS[args.workload], device="cpu", precision="no")
+    results = {}
+    for spec in args.runners.split(","):
+        if args.valgrind:
+            results[spec] = profile_instructions(spec, args, work)
+        else:
+            profile_calls(spec, work, args.top)
+    if args.valgrind and "plain" in results:
+        for spec, value in results.items():
+            print(f"{spec:28} {value / results['plain']:.3f} x plain")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The GPU-only fast paths: ``torch.compile`` through Accelerate's dynamo option, pinned memory with
+non-blocking host-to-device copies. Skipped without CUDA; benchmarks/gpu_check.sh runs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from accelerate import DataLoaderConfiguration  # type: ignore[attr-defined]  # accelerate ships no type information
+from torch import nn
+from typing_extensions import override
+
+from pta import DefaultTrainer, TrainerCallback
+from pta.protocols import TrainerLike
+
+from ._helpers import classification_data
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 3))
+
+
+def _train(**options: Any) -> tuple[DefaultTrainer, list[torch.Tensor]]:
+    model = _model()
+    trainer = DefaultTrainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=(),
+                             accelerator_options=options)  # type: ignore[arg-type]  # test options
+    trainer.train(classification_data(n=128), 2, per_device_batch_size=16,
+                  train_dataloader_kwargs={"generator": torch.Generator().manual_seed(0)})
+    return trainer, [p.detach().cpu() for p in trainer.get_model().parameters()]
+
+
+def test_torch_compile_through_accelerates_dynamo_option() -> None:
+    trainer, compiled = _train(dynamo_backend="inductor")
+    assert isinstance(trainer.get_model(), torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(trainer.get_model(keep_torch_compile=False), torch._dynamo.eval_frame.OptimizedModule)
+    _, eager = _train()
+    for a, b in zip(compiled, eager, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)  # inductor may fuse differently: close, not equal
+
+
+class BatchProbe(TrainerCallback):
+    """Sees each batch where the step receives it."""
+
+    def __init__(self) -> None:
+        self.devices: set[str] = set()
+        self.pinned_loader = False
+
+    @override
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.pinned_loader = bool(getattr(trainer.train_dataloader, "pin_memory", False))
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, *, batch: Any, **kwargs: Any) -> None:
+        self.devices.update(str(t.device.type) for t in batch)
+
+
+@pytest.mark.parametrize("non_blocking", [False, True])
+def test_pinned_batches_arrive_on_the_gpu_with_identical_results(non_blocking: bool) -> None:
+    probe = BatchProbe()
+    model = _model()
+    trainer = DefaultTrainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[probe],
+                             accelerator_options={"dataloader_config": DataLoaderConfiguration(non_blocking=non_blocking)})
+    trainer.train(classification_data(n=128), 2, per_device_batch_size=16,
+                  train_dataloader_kwargs={"generator": torch.Generator().manual_seed(0)})
+    assert probe.pinned_loader  # pin_memory is on by default where CUDA is available
+    assert probe.devices == {"cuda"}
+    _, reference = _train()
+    for a, b in zip((p.detach().cpu() for p in trainer.get_model().parameters()), reference, strict=True):
+        assert torch.equal(a, b)
