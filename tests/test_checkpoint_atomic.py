@@ -1,0 +1,57 @@
+"""``save_checkpoint`` is atomic: a write that fails part-way leaves the previous checkpoint whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pta import DefaultTrainer
+from tests._helpers import linear_model, params_of, regression_data
+
+
+class WriteFailure(Exception):
+    pass
+
+
+class FailsWhilePickled:
+    """Raises while ``torch.save`` serialises it: after the output file is opened, before it is complete."""
+
+    def __reduce__(self) -> str:
+        raise WriteFailure("the disk filled up")
+
+
+def _trained(path: Path) -> DefaultTrainer:
+    model = linear_model()
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer.train(regression_data(16), 1, per_device_batch_size=4)
+    trainer.save_checkpoint(path, checkpoint_kwargs={"epoch": 1})
+    return trainer
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    trainer = _trained(path)
+    saved = params_of(trainer.get_model())
+    before = path.read_bytes()
+    trainer.train(regression_data(16), 1, per_device_batch_size=4)  # the weights move on
+
+    with pytest.raises(WriteFailure):
+        trainer.save_checkpoint(path, checkpoint_kwargs={"epoch": 2, "bad": FailsWhilePickled()})
+
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left behind
+    restored = DefaultTrainer(linear_model(seed=1), nn.MSELoss(), None, callbacks=())
+    assert restored.load_checkpoint(path, load_optimizer=False)["epoch"] == 1
+    for got, want in zip(params_of(restored.get_model()), saved, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_a_failed_first_save_leaves_no_file(tmp_path: Path) -> None:
+    model = linear_model()
+    trainer = DefaultTrainer(model, nn.MSELoss(), None, callbacks=())
+    with pytest.raises(WriteFailure):
+        trainer.save_checkpoint(tmp_path / "model.pt", checkpoint_kwargs={"bad": FailsWhilePickled()})
+    assert list(tmp_path.iterdir()) == []

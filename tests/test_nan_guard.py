@@ -1,0 +1,57 @@
+"""The NaN guard stops on every non-finite loss: NaN, +inf and -inf, in training and in evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from pta import DefaultTrainer
+from pta.callbacks import NonFiniteLossError, TerminateOnNaNCallback
+from tests._helpers import linear_model, params_of, regression_data
+
+
+class InfiniteLossAt:
+    """MSE plus a constant ``value`` on call number ``at``: the loss is infinite, the gradients stay finite.
+
+    The weights therefore never become NaN, so a guard that only looks for NaN never sees one.
+    """
+
+    def __init__(self, at: int, value: float) -> None:
+        self.at = at
+        self.value = value
+        self.calls = 0
+
+    def __call__(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        self.calls += 1
+        loss = nn.functional.mse_loss(outputs, targets)
+        return loss + self.value if self.calls == self.at else loss
+
+
+def _trainer(loss: InfiniteLossAt, guard: TerminateOnNaNCallback) -> DefaultTrainer:
+    model = linear_model()
+    return DefaultTrainer(model, loss, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[guard])
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+@pytest.mark.parametrize(("check_every", "expected_calls"), [(1, 3), (4, 4), (50, 8)])
+def test_an_infinite_training_loss_stops_the_run(value: float, check_every: int, expected_calls: int) -> None:
+    # 8 batches per epoch, 3 epochs; only the third loss is infinite.
+    loss = InfiniteLossAt(at=3, value=value)
+    guard = TerminateOnNaNCallback(check_every_n_steps=check_every)
+    trainer = _trainer(loss, guard)
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
+        trainer.train(regression_data(32), 3, per_device_batch_size=4)
+    assert guard.triggered and loss.calls == expected_calls
+    # the gradients were finite: the weights did not turn NaN and give the guard a NaN to find
+    assert all(bool(torch.isfinite(p).all()) for p in params_of(trainer.get_model()))
+
+
+def test_an_infinite_evaluation_loss_stops_the_run() -> None:
+    # 4 training batches, then 2 eval batches; the sixth loss call is the second eval batch.
+    loss = InfiniteLossAt(at=6, value=float("inf"))
+    guard = TerminateOnNaNCallback()
+    trainer = _trainer(loss, guard)
+    with pytest.raises(NonFiniteLossError, match="evaluation loss"):
+        trainer.train(regression_data(16), 3, eval_dataset=regression_data(8), per_device_batch_size=4)
+    assert guard.triggered and loss.calls == 6
