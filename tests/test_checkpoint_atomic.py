@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pta import DefaultTrainer
 from tests._helpers import linear_model, params_of, regression_data
@@ -19,6 +20,7 @@ class WriteFailure(Exception):
 class FailsWhilePickled:
     """Raises while ``torch.save`` serialises it: after the output file is opened, before it is complete."""
 
+    @override
     def __reduce__(self) -> str:
         raise WriteFailure("the disk filled up")
 

@@ -91,7 +91,7 @@ def test_placeholders_in_a_partial_that_python_does_not_flatten() -> None:
 
 
 def test_placeholders_resolve_at_every_level_of_nesting() -> None:
-    level1 = functools.partial(dict, a=P.NUM_EPOCHS)
+    level1: functools.partial[dict[str, int]] = functools.partial(dict, a=P.NUM_EPOCHS)
     level1.tag = 1  # type: ignore[attr-defined]  # keeps CPython from flattening
     level2 = functools.partial(level1, b=P.NUM_EPOCHS * 2)
     level2.tag = 2  # type: ignore[attr-defined]
