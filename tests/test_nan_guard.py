@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
-from pta import DefaultTrainer
+from pta import BatchOutput, DefaultTrainer
 from pta.callbacks import NonFiniteLossError, TerminateOnNaNCallback
 from tests._helpers import linear_model, params_of, regression_data
 
@@ -55,3 +56,37 @@ def test_an_infinite_evaluation_loss_stops_the_run() -> None:
     with pytest.raises(NonFiniteLossError, match="evaluation loss"):
         trainer.train(regression_data(16), 3, eval_dataset=regression_data(8), per_device_batch_size=4)
     assert guard.triggered and loss.calls == 6
+
+
+class PerSampleEvalLoss(DefaultTrainer):
+    """Evaluation returns one loss per sample (no backward needs a scalar there)."""
+
+    @override
+    def calculate_eval_batch_loss(self, batch: list[Tensor]) -> BatchOutput:
+        outputs = self.model(batch[0])
+        losses = nn.functional.mse_loss(outputs, batch[1], reduction="none").squeeze(1)
+        return {"loss": losses, "model_outputs": outputs, "batch_size": losses.shape[0]}
+
+
+def test_per_sample_eval_losses_are_checked_as_a_whole() -> None:
+    # 10 eval samples in batches of 4: loss vectors of 4, 4 and 2 elements, summed into one flag
+    model = linear_model()
+    guard = TerminateOnNaNCallback()
+    trainer = PerSampleEvalLoss(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[guard])
+    trainer.train(regression_data(8), 1, eval_dataset=regression_data(10), per_device_batch_size=4)
+    assert not guard.triggered
+    x, y = regression_data(10).tensors
+    with torch.no_grad():
+        expected = float(nn.functional.mse_loss(trainer.get_model()(x), y))
+    assert trainer.run_history.get_latest_metric("eval_loss_epoch") == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_nan_in_one_per_sample_eval_loss_stops_the_run() -> None:
+    eval_set = regression_data(10)
+    eval_set.tensors[1][6] = float("nan")
+    model = linear_model()
+    guard = TerminateOnNaNCallback()
+    trainer = PerSampleEvalLoss(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[guard])
+    with pytest.raises(NonFiniteLossError, match="evaluation loss"):
+        trainer.train(regression_data(8), 2, eval_dataset=eval_set, per_device_batch_size=4)
+    assert guard.triggered and trainer.run_history.current_epoch == 1

@@ -1,4 +1,5 @@
-"""``save_checkpoint`` is atomic: a write that fails part-way leaves the previous checkpoint whole."""
+"""``save_checkpoint`` is atomic: a write that fails part-way leaves the previous checkpoint whole; a file that
+is not a checkpoint is refused with an error that names it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 from typing_extensions import override
 
 from pta import DefaultTrainer
+from pta.checkpoint import CheckpointError
 from tests._helpers import linear_model, params_of, regression_data
 
 
@@ -57,3 +59,15 @@ def test_a_failed_first_save_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(WriteFailure):
         trainer.save_checkpoint(tmp_path / "model.pt", checkpoint_kwargs={"bad": FailsWhilePickled()})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"weights": {}}, "lacks model_state_dict: it was not written by save_checkpoint"),
+    ([1, 2], "holds a list, expected a dict"),
+])
+def test_a_torch_file_that_is_no_checkpoint_is_refused(tmp_path: Path, content: object, message: str) -> None:
+    path = tmp_path / "other.pt"
+    torch.save(content, path)
+    trainer = DefaultTrainer(linear_model(), nn.MSELoss(), None, callbacks=())
+    with pytest.raises(CheckpointError, match=f"{path}.*{message}"):
+        trainer.load_checkpoint(path)
