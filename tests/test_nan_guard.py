@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from pta import BatchOutput, DefaultTrainer
+from pta import BatchOutput, DefaultTrainer, TrainerCallback
 from pta.callbacks import NonFiniteLossError, TerminateOnNaNCallback
+from pta.protocols import TrainerLike
 from tests._helpers import linear_model, params_of, regression_data
 
 
@@ -90,3 +93,37 @@ def test_a_nan_in_one_per_sample_eval_loss_stops_the_run() -> None:
     with pytest.raises(NonFiniteLossError, match="evaluation loss"):
         trainer.train(regression_data(8), 2, eval_dataset=eval_set, per_device_batch_size=4)
     assert guard.triggered and trainer.run_history.current_epoch == 1
+
+
+def test_the_stop_message_names_the_phase_epoch_and_step(capsys: pytest.CaptureFixture[str]) -> None:
+    trainer = _trainer(InfiniteLossAt(at=11, value=float("inf")), TerminateOnNaNCallback(check_every_n_steps=1))
+    with pytest.raises(NonFiniteLossError) as raised:
+        trainer.train(regression_data(32), 3, per_device_batch_size=4)  # call 11: epoch 2, step 3
+    message = "The training loss became NaN or infinite in epoch 2 (at or before step 3 of the epoch)"
+    assert str(raised.value) == message
+    assert f"Stopping training: {message}" in capsys.readouterr().out
+
+
+class KeepsLosses(TrainerCallback):
+    """Keeps each step's loss tensor itself, as a logger that reads them later would."""
+
+    def __init__(self) -> None:
+        self.kept: list[Tensor] = []
+        self.values: list[float] = []
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+        self.kept.append(batch_output["loss"])
+        self.values.append(float(batch_output["loss"]))
+
+
+def test_the_guard_never_writes_into_a_loss_tensor() -> None:
+    # float64 losses: the guard's running sum (float64) must be a copy, not the first loss itself
+    model = linear_model().double()
+    keeper = KeepsLosses()
+    data = regression_data(16)
+    data.tensors = tuple(t.double() for t in data.tensors)
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                             callbacks=[keeper, TerminateOnNaNCallback(check_every_n_steps=50)])
+    trainer.train(data, 1, per_device_batch_size=4)
+    assert [float(loss) for loss in keeper.kept] == keeper.values
