@@ -71,3 +71,11 @@ def test_a_torch_file_that_is_no_checkpoint_is_refused(tmp_path: Path, content: 
     trainer = DefaultTrainer(linear_model(), nn.MSELoss(), None, callbacks=())
     with pytest.raises(CheckpointError, match=f"{path}.*{message}"):
         trainer.load_checkpoint(path)
+
+
+def test_save_creates_missing_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "one" / "model.pt"
+    trainer = DefaultTrainer(linear_model(), nn.MSELoss(), None, callbacks=())
+    trainer.save_checkpoint(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
+    assert set(trainer.load_checkpoint(path)) == {"model_state_dict"}

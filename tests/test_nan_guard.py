@@ -127,3 +127,9 @@ def test_the_guard_never_writes_into_a_loss_tensor() -> None:
                              callbacks=[keeper, TerminateOnNaNCallback(check_every_n_steps=50)])
     trainer.train(data, 1, per_device_batch_size=4)
     assert [float(loss) for loss in keeper.kept] == keeper.values
+
+
+def test_documented_defaults() -> None:
+    # docs/performance.md: the flag is read every 50 steps; a fresh guard has not triggered
+    guard = TerminateOnNaNCallback()
+    assert guard.check_every_n_steps == 50 and guard.raise_at_end is True and guard.triggered is False
