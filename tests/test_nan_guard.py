@@ -114,7 +114,7 @@ class KeepsLosses(TrainerCallback):
     @override
     def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         self.kept.append(batch_output["loss"])
-        self.values.append(float(batch_output["loss"]))
+        self.values.append(float(batch_output["loss"].detach()))
 
 
 def test_the_guard_never_writes_into_a_loss_tensor() -> None:
@@ -126,7 +126,7 @@ def test_the_guard_never_writes_into_a_loss_tensor() -> None:
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
                              callbacks=[keeper, TerminateOnNaNCallback(check_every_n_steps=50)])
     trainer.train(data, 1, per_device_batch_size=4)
-    assert [float(loss) for loss in keeper.kept] == keeper.values
+    assert [float(loss.detach()) for loss in keeper.kept] == keeper.values
 
 
 def test_documented_defaults() -> None:
