@@ -3,6 +3,7 @@ is not a checkpoint is refused with an error that names it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from typing_extensions import override
 
 from pta import DefaultTrainer
-from pta.checkpoint import CheckpointError
+from pta.checkpoint import CheckpointError, atomic_torch_save, load_torch_file
 from tests._helpers import linear_model, params_of, regression_data
 
 
@@ -79,3 +80,33 @@ def test_save_creates_missing_parent_directories(tmp_path: Path) -> None:
     trainer.save_checkpoint(path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
     assert set(trainer.load_checkpoint(path)) == {"model_state_dict"}
+
+
+class NotWeights:
+    """A pickled object that is not a tensor or a plain container."""
+
+
+def test_files_are_read_weights_only_by_default(tmp_path: Path) -> None:
+    # load_torch_file also reads training-state files; by default it must not unpickle arbitrary objects
+    path = tmp_path / "state.pt"
+    torch.save({"model_state_dict": {}, "extra": NotWeights()}, path)
+    with pytest.raises(CheckpointError, match="weights_only=False"):
+        load_torch_file(path)
+    assert isinstance(load_torch_file(path, weights_only=False)["extra"], NotWeights)
+
+
+def test_the_temporary_file_is_renamed_from_the_target_directory(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # a rename is atomic only within one file system: the temporary file must sit beside the target
+    renames: list[tuple[Path, Path]] = []
+    original = os.replace
+
+    def recording_replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        renames.append((Path(source), Path(target)))
+        original(source, target)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    path = tmp_path / "model.pt"
+    atomic_torch_save({"a": torch.ones(2)}, path)
+    assert renames == [(renames[0][0], path)] and renames[0][0].parent == tmp_path
+    assert renames[0][0].name.startswith(".model.pt.")  # hidden, named after its target
