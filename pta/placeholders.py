@@ -22,7 +22,7 @@ class TrainerPlaceholderValues(IntEnum):
         partial(OneCycleLR, max_lr=0.1, epochs=TrainerPlaceholderValues.NUM_EPOCHS,
                 steps_per_epoch=TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH)
 
-    They are ints (so factories type-check) and combine with ints and each other by ``*`` and ``+``.
+    They are ints (so factories type-check) and combine with ints and each other by ``*``, ``+`` and ``-``.
     Update counts are the optimizer updates each process performs: exactly the ``scheduler.step()``
     calls it sees. ``TOTAL_NUM_UPDATE_STEPS`` (pta only) is the run's total, ``max_num_train_steps``
     included, so a schedule sized with it ends exactly at the last update.
@@ -115,11 +115,13 @@ class PlaceholderExpression(int):
 
     @override
     def __sub__(self, other: int) -> int:
-        return self + (-1) * other
+        left, right = self.resolve, _resolver(other)
+        return PlaceholderExpression(lambda trainer: left(trainer) - right(trainer))
 
     @override
     def __rsub__(self, other: int) -> int:
-        return self * -1 + other
+        left, right = _resolver(other), self.resolve
+        return PlaceholderExpression(lambda trainer: left(trainer) - right(trainer))
 
     __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = __mod__ = __rmod__ = _refuse
     __pow__ = __rpow__ = __neg__ = _refuse  # type: ignore[assignment]  # int.__pow__ is overloaded; refused here

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -36,19 +35,17 @@ def test_quickstart_two_epochs_in_process() -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_default_run_reaches_95_percent_within_a_minute() -> None:
-    """``python examples/quickstart.py`` as a user runs it (about 6 s on a 2-core CPU)."""
+def test_quickstart_default_run_reaches_95_percent() -> None:
+    """``python examples/quickstart.py`` as a user runs it (about 6 s on a 2-core CPU; speed is the
+    benchmark's business, the timeout only bounds a hang)."""
     pytest.importorskip("sklearn")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    start = time.monotonic()
     result = subprocess.run([sys.executable, str(QUICKSTART), "--no-progress-bar"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
-    elapsed = time.monotonic() - start
+                            capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     match = re.search(r"test accuracy: ([0-9.]+)", result.stdout)
     assert match is not None, result.stdout[-3000:]
     assert float(match.group(1)) >= 0.95
-    assert elapsed < 60, f"the example took {elapsed:.1f} s"
 
 
 def _readme_python_blocks() -> list[str]:

@@ -2,7 +2,8 @@
 
 Each example has ``main(argv)``; it is loaded from its path (examples/ is not a package; the examples
 import ``digits_datasets`` from examples/quickstart.py, so examples/ goes on ``sys.path``). Examples
-with optional dependencies (torchmetrics, timm, transformers) are skipped when those are missing or broken.
+with optional dependencies (torchmetrics, timm, transformers) are skipped when those are missing or broken; the
+dev extra installs torchmetrics and transformers, so only timm (whose torchvision needs a CUDA torch) skips in CI.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def test_custom_trainer_composes_mixins_and_overrides_a_hook() -> None:
     metrics = run_example("custom_trainer", "--epochs", "1")
     assert set(metrics) == {"train_loss_epoch", "train_data_loss", "eval_loss_epoch"}
     assert metrics["train_loss_epoch"] > metrics["train_data_loss"] > 0  # the L2 penalty is in the trained loss
-    assert metrics["eval_loss_epoch"] < 2.0
+    assert metrics["eval_loss_epoch"] < 1.0  # chance is ln(10) = 2.30; one seeded epoch reaches 0.81
 
 
 def test_mixin_device_places_and_unwraps() -> None:
@@ -62,7 +63,7 @@ def test_mixin_amp_runs_the_forward_pass_in_bf16_with_fp32_weights() -> None:
     seen = run_example("mixin_amp", "--epochs", "1")
     assert seen["first layer computed in"] == "torch.bfloat16"
     assert seen["parameters"] == "torch.float32" and seen["run_config.mixed_precision"] == "bf16"
-    assert float(seen["eval_loss_epoch"]) < 2.0
+    assert float(seen["eval_loss_epoch"]) < 1.0  # chance is ln(10) = 2.30; one seeded epoch reaches 0.80
 
 
 def test_mixin_grad_accum_matches_the_large_batch_update() -> None:

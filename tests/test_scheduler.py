@@ -163,7 +163,9 @@ def test_placeholders_resolve_in_keywords_and_positional_arguments() -> None:
 
 def test_placeholders_in_a_nested_partial() -> None:
     inner = functools.partial(recorded, epochs=P.NUM_EPOCHS)
+    inner.tag = "nested"  # type: ignore[attr-defined]  # with attributes, CPython does not flatten the partials
     outer = functools.partial(inner, steps=P.NUM_UPDATE_STEPS_PER_EPOCH + 2)
+    assert isinstance(outer.func, functools.partial)
     trainer, _ = make_trainer()
     trainer.train(regression_data(n=24), 2, per_device_batch_size=4, gradient_accumulation_steps=2,
                   create_scheduler_fn=outer)

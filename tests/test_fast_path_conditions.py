@@ -1,0 +1,82 @@
+"""Each condition of the direct optimizer/backward path: pta calls Accelerate's wrappers whenever they do
+more than call through (DeepSpeed, Megatron-LM, XLA, a loss scaler, accumulation in Accelerate, LOMO).
+
+The distributed types cannot be started on a CPU, so the adapter is asked after ``prepare`` with the
+type patched in: the decision is a pure function of the accelerator's state.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pta._accelerate import AcceleratorAdapter
+from tests._helpers import linear_model
+
+
+def _prepared(optimizer_class: type[torch.optim.SGD] = torch.optim.SGD
+              ) -> tuple[AcceleratorAdapter, torch.optim.Optimizer]:
+    adapter = AcceleratorAdapter({})
+    model = linear_model()
+    _, optimizer, _, _ = adapter.prepare(model, optimizer_class(model.parameters(), lr=0.1), None, None)
+    assert optimizer is not None
+    return adapter, optimizer
+
+
+def _as(monkeypatch: pytest.MonkeyPatch, adapter: AcceleratorAdapter, name: str) -> None:
+    """Makes the adapter's accelerator report the distributed type ``name`` (a ``DistributedType`` member)."""
+    distributed_type = type(adapter.accelerator.distributed_type)[name]
+    monkeypatch.setattr(type(adapter.accelerator), "distributed_type", property(lambda self: distributed_type))
+
+
+@pytest.mark.parametrize("name", ["DEEPSPEED", "MEGATRON_LM", "XLA"])
+def test_engines_that_own_backward_get_the_wrappers(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    adapter, optimizer = _prepared()
+    _as(monkeypatch, adapter, name)
+    assert not adapter._plain_autograd()
+    adapter._direct_backward = adapter._plain_autograd()
+    assert adapter._direct_optimizer(optimizer) is None
+
+
+@pytest.mark.parametrize("name", ["NO", "MULTI_CPU", "MULTI_GPU", "FSDP"])
+def test_plain_data_parallel_types_call_through(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The control: the patch does reach the decision, and ordinary types keep the direct path."""
+    adapter, _ = _prepared()
+    _as(monkeypatch, adapter, name)
+    assert adapter._plain_autograd()
+
+
+def test_a_lomo_optimizer_flag_gets_the_wrappers() -> None:
+    adapter, _ = _prepared()
+    assert adapter._plain_autograd()
+    adapter.accelerator.has_lomo_optimizer = True
+    assert not adapter._plain_autograd()
+
+
+def test_accumulation_inside_accelerate_gets_the_wrappers() -> None:
+    adapter, _ = _prepared()
+    assert adapter._plain_autograd()
+    adapter.accelerator.gradient_accumulation_steps = 2
+    assert not adapter._plain_autograd()
+
+
+class LomoLike(torch.optim.SGD):
+    """An optimizer from the ``lomo_optim`` package (its step does the backward itself)."""
+
+
+LomoLike.__module__ = "lomo_optim.lomo"
+
+
+class PlainSubclass(torch.optim.SGD):
+    pass
+
+
+def test_a_lomo_optimizer_is_not_called_directly() -> None:
+    adapter, optimizer = _prepared(LomoLike)
+    assert adapter._direct_backward  # nothing else stands in the way
+    assert adapter._direct_optimizer(optimizer) is None
+
+
+def test_another_optimizer_subclass_is_called_directly() -> None:
+    adapter, optimizer = _prepared(PlainSubclass)
+    assert isinstance(adapter._direct_optimizer(optimizer), PlainSubclass)
