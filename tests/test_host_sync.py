@@ -58,7 +58,7 @@ class BarWatcher(TrainerCallback):
         self.live: list[bool] = []
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         self.live.append(not self.bar.pbar.disable)
 
 

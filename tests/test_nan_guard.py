@@ -112,7 +112,7 @@ class KeepsLosses(TrainerCallback):
         self.values: list[float] = []
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, batch_output: BatchOutput, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         self.kept.append(batch_output["loss"])
         self.values.append(float(batch_output["loss"].detach()))
 

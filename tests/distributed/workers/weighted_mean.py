@@ -63,11 +63,11 @@ class Sizes(TrainerCallback):
         self.eval: list[int] = []
 
     @override
-    def on_train_step_end(self, trainer: TrainerLike, /, *, batch: Any, **kwargs: Any) -> None:
+    def on_train_step_end(self, trainer: TrainerLike, *, batch: Any, **kwargs: Any) -> None:
         self.train.append(int(batch[1].shape[0]))
 
     @override
-    def on_eval_step_end(self, trainer: TrainerLike, /, *, batch: Any, **kwargs: Any) -> None:
+    def on_eval_step_end(self, trainer: TrainerLike, *, batch: Any, **kwargs: Any) -> None:
         self.eval.append(int(batch[1].shape[0]))
 
 
