@@ -9,6 +9,7 @@ baseline's (``plain``). Children print to a pipe the parent drains, as a job's l
     OMP_NUM_THREADS=1 python benchmarks/overhead.py --processes 2         # (b) 2 processes (gloo) vs DDP
     OMP_NUM_THREADS=1 python benchmarks/overhead.py \\
         --runners plain,pta,pta:idle_callbacks=100,plain:epochs=30,pta:epochs=30   # (c) per-step cost scaling
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py --state save          # (d) = benchmarks/state_io.py save
     python benchmarks/overhead.py --device cuda --precision bf16          # on a GPU machine
 
 Runners: ``plain`` (hand-written PyTorch; under ``--processes`` a DDP loop with a DistributedSampler),
@@ -221,9 +222,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--state", choices=["save", "resume"],
+                        help="instead: training-state costs (runs benchmarks/state_io.py with --rounds)")
     parser.add_argument("--child")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.state:
+        script = Path(__file__).resolve().with_name("state_io.py")
+        raise SystemExit(subprocess.run([sys.executable, str(script), args.state, "--rounds", str(args.rounds)]).returncode)
     if args.child:
         work = Work(**WORKLOADS[args.workload], device=args.device, precision=args.precision)
         child(args.child, work, args.out, {**CALLBACK_SPECS, **dict(p.split("=", 1) for p in args.callbacks)})
