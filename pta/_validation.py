@@ -6,15 +6,10 @@ import numbers
 from collections.abc import Sized
 from typing import Any, cast
 
-from torch import Tensor
-from torch.utils.data import DataLoader
-
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional
-from torch.utils.data import IterableDataset
-
-from pta._accelerate import unwrap_optimizer
+from torch.utils.data import DataLoader, IterableDataset
 
 
 class ConfigurationError(ValueError):
@@ -86,6 +81,8 @@ def check_seed(seed: object) -> None:
 def check_optimizer_parameters(model: nn.Module, loss_func: object, optimizer: torch.optim.Optimizer) -> None:
     """Every parameter the optimizer updates belongs to the model (or to a loss module): an optimizer
     built over another model's parameters would train nothing the run uses."""
+    from pta._accelerate import unwrap_optimizer  # here: pta._accelerate imports this module
+
     if unwrap_optimizer(optimizer) is not optimizer:
         return  # prepared by an earlier run together with the model (FSDP/DeepSpeed hold flattened copies)
     own = {id(p) for p in model.parameters()}

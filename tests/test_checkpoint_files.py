@@ -4,6 +4,7 @@ is not a checkpoint is refused with an error that names it."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,9 @@ def test_files_are_read_weights_only_by_default(tmp_path: Path) -> None:
     # load_torch_file also reads training-state files; by default it must not unpickle arbitrary objects
     path = tmp_path / "state.pt"
     torch.save({"model_state_dict": {}, "extra": NotWeights()}, path)
-    with pytest.raises(CheckpointError, match="weights_only=False"):
+    hint = ("It holds objects that are not plain tensors or containers; if you trust the file, load it with "
+            "weights_only=False.")
+    with pytest.raises(CheckpointError, match=re.escape(hint)):
         load_torch_file(path)
     assert isinstance(load_torch_file(path, weights_only=False)["extra"], NotWeights)
 
@@ -110,3 +113,12 @@ def test_the_temporary_file_is_renamed_from_the_target_directory(tmp_path: Path,
     atomic_torch_save({"a": torch.ones(2)}, path)
     assert renames == [(renames[0][0], path)] and renames[0][0].parent == tmp_path
     assert renames[0][0].name.startswith(".model.pt.")  # hidden, named after its target
+
+
+def test_a_truncated_file_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    atomic_torch_save({"model_state_dict": {"w": torch.ones(64)}}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {path}: .*The file is truncated or not a "
+                                              "torch checkpoint.$"):
+        load_torch_file(path)

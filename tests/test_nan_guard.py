@@ -133,3 +133,18 @@ def test_documented_defaults() -> None:
     # docs/performance.md: the flag is read every 50 steps; a fresh guard has not triggered
     guard = TerminateOnNaNCallback()
     assert guard.check_every_n_steps == 50 and guard.raise_at_end is True and guard.triggered is False
+
+
+def test_large_finite_losses_do_not_overflow_the_running_sum() -> None:
+    # 3e38 is finite in float32 but two of them are not: the guard sums in float64 so it stops only on
+    # a loss that is itself non-finite
+    loss = InfiniteLossAt(at=-1, value=0.0)
+    model = linear_model()
+    guard = TerminateOnNaNCallback()
+
+    def huge(outputs: Tensor, targets: Tensor) -> Tensor:
+        return loss(outputs, targets) * 0.0 + 3e38
+
+    trainer = DefaultTrainer(model, huge, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[guard])
+    trainer.train(regression_data(16), 1, eval_dataset=regression_data(8), per_device_batch_size=4)
+    assert not guard.triggered and loss.calls == 6
