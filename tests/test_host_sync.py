@@ -23,6 +23,7 @@ from pta import DefaultTrainer, TrainerCallback
 from pta.callbacks import ProgressBarCallback, TerminateOnNaNCallback, get_default_callbacks
 from pta.protocols import TrainerLike
 from tests._helpers import mlp, regression_data
+from tests._terminal import TerminalStream
 
 # Everything that reads a tensor's value on the host: conversions, printing, NumPy, a move to the CPU.
 SYNC_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__",
@@ -74,7 +75,7 @@ def test_default_callbacks_with_the_progress_bar_read_nothing_per_step(
     for samples in (8, 64):  # 4 and 32 training steps per epoch
         # The bar reads the loss at most once per interval; an hour keeps that read out of a short run,
         # so any read that remains is one per step.
-        bar = ProgressBarCallback(loss_refresh_seconds=3600.0)
+        bar = ProgressBarCallback(loss_refresh_seconds=3600.0, file=TerminalStream())  # drawn, as on a terminal
         watcher = BarWatcher(bar)
         model = mlp()
         trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),
@@ -95,7 +96,7 @@ def test_the_counter_sees_a_progress_bar_that_reads_every_step(
     """The bar's own read is visible to the counter (a refresh interval of 0 reads every step)."""
     model = mlp()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),
-                             callbacks=[ProgressBarCallback(loss_refresh_seconds=0.0)])
+                             callbacks=[ProgressBarCallback(loss_refresh_seconds=0.0, file=TerminalStream())])
     trainer.train(regression_data(16), 1, per_device_batch_size=2)
     capsys.readouterr()
     assert pta_host_reads["item"] >= 8, pta_host_reads
