@@ -50,6 +50,10 @@ def _model_inputs(batch: object) -> Any:
 class TrainerBase(TrainerHooks[BatchT]):
     """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls."""
 
+    agreement_interval: ClassVar[int] = 10
+    """In multi-process runs, every how many training steps the processes exchange pending stops, errors
+    and signals (one small collective; also at every epoch end). A stop or error raised by a callback in
+    between is held until then, so every process stops after the same step at no per-step cost."""
     interrupt_grace_s: ClassVar[float] = 60.0
     """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary before the process
     exits anyway (blocked for good: a peer is gone, the launcher died); see ``pta.interrupt``."""
@@ -361,7 +365,8 @@ class TrainerBase(TrainerHooks[BatchT]):
                 self._num_updates += 1
                 reached_max = self._max_steps_reached()
             self._batches_done = step + 1
-            signum = self._agreed_event("on_train_step_end", batch_output=batch_output, batch=batch, step=step)
+            signum = self._agreed_event("on_train_step_end", (step + 1) % self.agreement_interval == 0,
+                                        batch_output=batch_output, batch=batch, step=step)
             if signum:
                 self._save_interrupted_state(signum)
             if reached_max:
@@ -390,16 +395,17 @@ class TrainerBase(TrainerHooks[BatchT]):
         self._agreed_event("on_eval_epoch_end", is_intermediate=is_intermediate)
 
     # ------------------------------------------------------------------ stops and interrupts
-    def _agreed_event(self, event: EventName, **kwargs: Any) -> int:
-        """Dispatch an event after which processes may diverge; in multi-process runs they then agree:
-        a stop or error raised on one process is raised on all (``pta._agreement``). Returns the
-        pending signal number (the highest over all processes)."""
+    def _agreed_event(self, event: EventName, agree: bool = True, /, **kwargs: Any) -> int:
+        """Dispatch an event after which processes may diverge; in multi-process runs they then agree
+        (when ``agree``; otherwise a stop or error stays held until the next agreement): a stop or
+        error raised on one process is raised on all (``pta._agreement``). Returns the pending signal
+        number (the highest over all processes)."""
         if not self._agreement.distributed:  # nothing to agree on, no host sync
             self.callback_handler.call_event(event, self, **kwargs)
             return self._interrupt.signum or 0
         with self._agreement.capture():  # callbacks after one that raised still run, as on the other processes
             self.callback_handler.call_event_all(event, self, **kwargs)
-        return self._agreement.agree(self._interrupt.signum or 0)
+        return self._agreement.agree(self._interrupt.signum or 0) if agree else 0
 
     def _save_interrupted_state(self, signum: int) -> None:
         self._interrupt.acknowledge()  # the save may take long; it is no longer a process that hangs

@@ -26,7 +26,7 @@ def test_stop_on_one_rank_stops_both_and_both_save_the_final_state(tmp_path: Pat
     results = load_results(tmp_path)
     for process_rank, result in enumerate(results):
         assert result["raised"] == "nothing", f"rank {process_rank}: {result}"
-        assert result["steps"] == worker.STOP_AT_STEP  # rank 0 stopped after the same step as rank 1
+        assert result["steps"] == worker.AGREED_STEP  # both stopped after the same step: the next agreement
         assert result["stop_events"] == 1
         assert result["final_saved"] is True
     for a, b in zip(results[0]["weights"], results[1]["weights"], strict=True):
@@ -42,7 +42,7 @@ def test_error_on_one_rank_ends_both_without_a_final_save(tmp_path: Path) -> Non
     assert rank1["raised"] == "RuntimeError" and rank1["message"] == "rank 1 failed on purpose"
     assert rank0["raised"] == "DistributedRunError"
     assert "process 1 failed with RuntimeError: rank 1 failed on purpose" in rank0["message"]
-    assert rank0["steps"] == rank1["steps"] == worker.STOP_AT_STEP
+    assert rank0["steps"] == rank1["steps"] == worker.AGREED_STEP
     assert not rank0["final_saved"] and not rank1["final_saved"]
     assert not (tmp_path / "states" / "final").exists()
     assert (tmp_path / "states" / "step_15" / "pta_meta.json").is_file()  # both ran the saver after the error

@@ -31,6 +31,10 @@ EPOCHS, UPDATES_PER_EPOCH = 3, 4
 KILL_AT, STOP_AT = 7, 6
 
 
+class EveryStepAgreement(DefaultTrainer):
+    agreement_interval = 1  # both nodes stop right after the update at which node 1 stops
+
+
 class Fault(TrainerCallback):
     def __init__(self, mode: str, out_dir: Path) -> None:
         self.mode, self.marker = mode, out_dir / "killed_once"
@@ -51,7 +55,7 @@ def main(out_dir: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 1))
     saver = SaveTrainingStateCallback(out_dir / "states", save_every_n_steps=2, save_at_end=False)
-    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2),
+    trainer = EveryStepAgreement(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2),
                              callbacks=[Fault(mode, out_dir), saver], accelerator_options=accelerator_options(),
                              seed=5, interrupt_state_dir=out_dir / "interrupted")
     trainer.train(data(30, 0), EPOCHS, eval_dataset=data(13, 1), per_device_batch_size=4, resume_from="auto")

@@ -28,6 +28,8 @@ NAN_AT_STEP = 8
 
 
 class NaNOnRankOneTrainer(DefaultTrainer):
+    agreement_interval = 1  # agree after every step, so that both stop right after the NaN step
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.train_steps = 0

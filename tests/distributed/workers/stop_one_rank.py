@@ -4,7 +4,8 @@
 
 MODE ``stop``: rank 1 raises ``StopTrainingError`` in ``on_train_step_end`` of step 15, with
 ``SaveTrainingStateCallback(save_every_n_steps=5, save_at_end=True)`` after it; both ranks must save
-``step_15``, stop after step 15 and save ``final`` together. MODE ``error``: rank 1 raises ``RuntimeError`` there instead; both ranks must end at once,
+``step_15``, train on to the next agreement point (the epoch's end, step 16), stop there together and
+save ``final`` together. MODE ``error``: rank 1 raises ``RuntimeError`` there instead; both ranks must end at once,
 with no final save. MODE ``block``: at step 3 each rank writes ``pid<rank>`` into OUT_DIR, then rank 1
 sleeps for good (rank 0 waits in a collective for it): the test kills the launcher, and both workers
 must exit on their own. MODE ``sigterm``: as ``block``, but both ranks go on training slowly; the test
@@ -31,6 +32,9 @@ from tests.distributed.workers._common import accelerator_options, rank, run_wor
 
 STOP_AT_STEP = 15
 """Training step (counted from 1) at whose end rank 1 stops: 16 batches per epoch on each rank."""
+AGREED_STEP = 16
+"""The next point at which the processes agree (``TrainerBase.agreement_interval`` = 10 steps, or the
+epoch's end, at step 16): both stop there."""
 BLOCK_AT_STEP = 3
 GRACE_S = 5.0
 """The trainer's ``interrupt_grace_s`` here: how long a worker may stay blocked after its SIGTERM."""
