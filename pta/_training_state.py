@@ -43,7 +43,7 @@ def stateful_callbacks(callbacks: Iterable[object]) -> list[tuple[str, Any]]:
     """Callbacks with ``state_dict`` and ``load_state_dict`` methods, keyed by class name and occurrence
     (``EarlyStoppingCallback#0``), so that two callbacks of one class keep separate states."""
     seen: dict[str, int] = {}
-    found = []
+    found: list[tuple[str, Any]] = []
     for callback in callbacks:
         if callable(getattr(callback, "state_dict", None)) and callable(getattr(callback, "load_state_dict", None)):
             name = type(callback).__qualname__

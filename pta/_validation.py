@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sized
+from collections.abc import Mapping, Sized
 from typing import Any, cast
 
 from torch import Tensor
@@ -153,7 +153,7 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
     check_positive_float("gradient_clip_value", arguments["gradient_clip_value"])
     check_positive_float("gradient_clip_norm", arguments["gradient_clip_norm"])
     check_scheduler_factory(arguments["create_scheduler_fn"])
-    train_dl_kwargs = arguments["train_dataloader_kwargs"] or {}
+    train_dl_kwargs: Mapping[str, Any] = arguments["train_dataloader_kwargs"] or {}
     if isinstance(arguments["train_dataset"], IterableDataset) and train_dl_kwargs.get("shuffle"):
         raise ConfigurationError("train_dataloader_kwargs has shuffle=True, but train_dataset is an IterableDataset, "
                                  "which yields samples in its own order: drop shuffle (shuffle inside the dataset)")

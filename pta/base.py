@@ -31,13 +31,13 @@ from pta._epoch_batches import epoch_batches
 from pta._fingerprint import check_allowed_changes
 from pta._types import BatchT, DatasetLike
 from pta.callbacks.base import EventName, StopTrainingError
-from pta.checkpoint import CheckpointError, load_torch_file
+from pta.checkpoint import CheckpointError
 from pta._composition import HookChainError, HookNameError
 from pta.hooks import TrainerHooks
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
-from pta.state import capture_rng, read_meta, resolve_state_dir, restore_rng, sampler_generator
+from pta.state import read_meta, resolve_state_dir, restore_rng, sampler_generator
 
 __all__ = ["HookChainError", "HookNameError", "TrainerBase"]
 
