@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pta._accelerate import unwrap_optimizer
+from pta._unwrap import unwrap_optimizer
 from pta._fingerprint import check_fingerprint, file_checksums, run_fingerprint, verify_checksums
 from pta.checkpoint import CheckpointError, load_torch_file
 from pta.state import (

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import IterableDataset
 
-from pta._accelerate import unwrap_optimizer
+from pta._unwrap import unwrap_optimizer
 
 
 class ConfigurationError(ValueError):

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from typing_extensions import override
 
-from pta._accelerate import unwrap_optimizer
+from pta._unwrap import unwrap_optimizer
 from pta._types import BatchOutput
 from pta._validation import ConfigurationError, check_dataset, check_positive_int
 from pta.base import TrainerBase
