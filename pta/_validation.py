@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sized
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import IterableDataset
 
+from pta._types import BatchOutput
 from pta._unwrap import unwrap_optimizer
 
 
@@ -133,6 +134,21 @@ def check_loss_shapes(loss_func: object, outputs: object, targets: object) -> No
             "(e.g. targets of shape (N, 1) for outputs (N, 1), or outputs.squeeze(-1)), or override "
             "calculate_train_batch_loss / calculate_eval_batch_loss."
         )
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[object, object]]:
+    return isinstance(value, Mapping)
+
+
+def check_batch_output(hook_name: str, result: object) -> BatchOutput:
+    """``result`` of a batch-loss hook, checked to be a ``BatchOutput`` with a loss tensor."""
+    if not _is_mapping(result) or "loss" not in result:
+        keys = sorted(str(key) for key in result) if _is_mapping(result) else None
+        raise TypeError(f"{hook_name} must return a dict with a 'loss' tensor (a BatchOutput), "
+                        f"got {type(result).__name__}" + (f" with keys {keys}" if keys is not None else ""))
+    batch_output = cast(BatchOutput, result)
+    check_loss_value(hook_name, batch_output["loss"])
+    return batch_output
 
 
 def check_loss_value(hook_name: str, loss: object) -> None:

@@ -29,11 +29,12 @@ from pta._capabilities import (
 from pta._data import length
 from pta._epoch_batches import epoch_batches
 from pta._fingerprint import check_allowed_changes
+from pta._run_setup import build_run_config
 from pta._types import BatchT, DatasetLike
 from pta.callbacks.base import EventName, StopTrainingError
 from pta.checkpoint import CheckpointError
 from pta._composition import HookChainError, HookNameError
-from pta.hooks import TrainerHooks
+from pta._trainer_checkpoints import TrainerCheckpoints
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
@@ -47,13 +48,13 @@ def _model_inputs(batch: object) -> Any:
     return cast("tuple[Any, ...]", batch)[0] if isinstance(batch, (list, tuple)) else batch
 
 
-class TrainerBase(TrainerHooks[BatchT]):
-    """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls."""
+class TrainerBase(TrainerCheckpoints[BatchT]):
+    """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls and
+    ``TrainerCheckpoints`` for checkpoints and training states."""
 
     interrupt_grace_s: ClassVar[float] = 60.0
     """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary before the process
     exits anyway (blocked for good: a peer is gone, the launcher died); see ``pta.interrupt``."""
-    _resume_allow_changes: frozenset[str] = frozenset()
 
     # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
     # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
@@ -260,24 +261,9 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
                            max_steps: int | None, clip_value: float | None, clip_norm: float | None) -> TrainerRunConfig:
-        acc = self._accelerator
-        train_bs = (self._train_dl_kwargs or {}).get("batch_size", batch_size)
-        eval_bs = (self._eval_dl_kwargs or {}).get("batch_size", train_bs)
         num_batches = length(self._train_dataloader) if self._train_dataloader is not None else None
-        updates = -(-num_batches // accumulation) if num_batches else 0
-        if max_steps is not None and updates:
-            num_epochs = -(-max_steps // updates)
-        return TrainerRunConfig(
-            num_epochs=num_epochs or 1, train_per_device_batch_size=train_bs, train_dl_kwargs=self._train_dl_kwargs,
-            eval_per_device_batch_size=eval_bs, eval_dl_kwargs=self._eval_dl_kwargs,
-            gradient_accumulation_steps=accumulation, gradient_clip_value=clip_value, gradient_clip_norm=clip_norm,
-            train_total_batch_size=train_bs * acc.num_processes * accumulation if train_bs else None,
-            eval_total_batch_size=eval_bs * acc.num_processes if eval_bs else None,
-            num_update_steps_per_epoch=updates, num_local_update_steps_per_epoch=updates,
-            max_num_train_steps=max_steps, is_local_process_zero=acc.is_local_main_process,
-            is_world_process_zero=acc.is_main_process, is_distributed=acc.is_distributed,
-            mixed_precision=acc.mixed_precision, num_processes=acc.num_processes,
-        )
+        return build_run_config(self._accelerator, self._train_dl_kwargs, self._eval_dl_kwargs, num_batches,
+                                batch_size, num_epochs, accumulation, max_steps, clip_value, clip_norm)
 
     def _run_training(self, resume_dir: Path | None) -> None:
         with catch_interrupts(self.interrupt_state_dir is not None, self.interrupt_grace_s) as self._interrupt:
@@ -412,42 +398,3 @@ class TrainerBase(TrainerHooks[BatchT]):
         self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"
                    f"Resume with trainer.train(..., resume_from={str(directory)!r}) and the same arguments.")
         raise TrainingInterrupted(signum, str(directory))
-
-    # ------------------------------------------------------------------ training states
-    def save_training_state(self, output_dir: str | Path, checkpoint_kwargs: dict[str, Any] | None = None) -> Path:
-        """Save everything needed to continue this run exactly, atomically, into ``output_dir``.
-
-        Call it at any point of a run, e.g. from a callback's ``on_train_step_end``; every process must
-        call it. Returns the directory. A failed save raises ``CheckpointError`` on every process and
-        leaves earlier states intact. docs/training_state.md describes the files and guarantees.
-        """
-        return training_state.save_training_state(self, output_dir, checkpoint_kwargs)
-
-    def load_training_state(self, input_dir: str | Path) -> dict[str, Any]:
-        """Restore a state written by ``save_training_state`` into the prepared run; ``train(resume_from=...)``
-        calls it. It first checks the files' checksums and that the state was saved by the same kind
-        of run (``train(resume_allow_changes=...)`` accepts some changes). Callbacks' states are
-        restored after ``on_training_run_start``. Returns the state's metadata and ``checkpoint_kwargs``."""
-        return training_state.load_training_state(self, input_dir, self._resume_allow_changes)
-
-    def training_state_dict(self) -> dict[str, Any]:
-        """Builder of this process's resumable state; mixins call ``super()`` first and add their keys."""
-        self._mark("training_state_dict")
-        history_state = getattr(self.run_history, "state_dict", None)
-        return {
-            "epoch": self.run_history.current_epoch, "first_epoch": self._first_epoch, "phase": self._epoch_phase,
-            "batches_done": self._batches_done, "num_updates": self._num_updates,
-            "train_loss": (self._train_loss.total, self._train_loss.count), "epoch_rng": self._epoch_rng,
-            "run_history": history_state() if callable(history_state) else None,
-        }
-
-    def load_training_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``training_state_dict`` built; mixins call ``super()`` first."""
-        self._mark("load_training_state_dict")
-        load_history = getattr(self.run_history, "load_state_dict", None)
-        if callable(load_history) and state["run_history"] is not None:
-            load_history(state["run_history"])
-        self.run_history._set_epoch(state["epoch"])
-        self._first_epoch = int(state["first_epoch"])
-        self._epoch_phase, self._batches_done, self._num_updates = state["phase"], state["batches_done"], state["num_updates"]
-        self._train_loss.total, self._train_loss.count = state["train_loss"]
