@@ -1,6 +1,7 @@
-"""Checks a trainer class when it is created: hook chains that mixins rely on, and misspelled hooks.
+"""Checks a trainer class when it is created: hook chains that mixins rely on, and misspelled hooks
+(and, per instance, ``check_requires``: the mixins that a class ``requires``).
 
-Both checks read only the class and its functions' code, once per class, so they cost nothing per
+The class checks read only the class and its functions' code, once per class, so they cost nothing per
 step. ``TrainerHooks.__init_subclass__`` runs them for every trainer and mixin class.
 """
 

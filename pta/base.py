@@ -1,8 +1,8 @@
-"""TrainerBase: the training and evaluation loops, training states and resume.
+"""TrainerBase: the training and evaluation loops, and resume.
 
-Alone it is a correct single-process, full-precision loop. Its hooks and shared state live in
-``pta.hooks``; mixins (``pta.mixins``) add one behaviour each by overriding a few hooks, every
-override calling ``super()``. docs/loop.md gives the order of hooks and callback events.
+Alone it is a correct single-process, full-precision loop. Hooks and shared state: ``pta.hooks``;
+checkpoints and training states: ``pta._trainer_checkpoints``. Mixins (``pta.mixins``) add one behaviour
+each by overriding a few hooks, every override calling ``super()``. docs/loop.md gives the call order.
 """
 
 from __future__ import annotations
