@@ -1,7 +1,8 @@
 """The one module that imports Accelerate: a typed adapter over ``accelerate.Accelerator``.
 
 Accelerate ships no type information, so every value leaving this module is given a precise type here.
-It also guards against launches that Accelerate gets silently wrong on machines without a GPU.
+It also guards against launches that Accelerate gets silently wrong on machines without a GPU (the checks
+themselves are in ``pta._launch_checks``; the tracker group and types in ``pta._tracker_group``).
 """
 
 # pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
@@ -14,11 +15,10 @@ import atexit
 import functools
 import inspect
 import itertools
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from accelerate.accelerator import Accelerator
@@ -34,83 +34,31 @@ from typing_extensions import override
 
 from pta._elastic import init_elastic_cpu_group
 from pta._files import chmod_like_open
+from pta._launch_checks import (
+    LaunchError,
+    check_sharding_plugins,
+    check_world_size,
+    fill_launch_defaults,
+    has_accelerator_device,
+    launched_world_size,
+)
+from pta._tracker_group import (
+    TRACKER_PACKAGES,
+    ExperimentTracker,
+    TrackerConfigValue,
+    TrackerGroup,
+    TrackerSpec,
+)
 from pta._tracker_routing import route_tracker_output
 from pta._types import AcceleratorKwargs
-from pta._validation import ConfigurationError
+
+__all__ = [  # LaunchError and the tracker types live in accelerate-free modules: re-exported
+    "TRACKER_PACKAGES", "AcceleratorAdapter", "ExperimentTracker", "LaunchError", "TrackerConfigValue",
+    "TrackerGroup", "TrackerSpec", "local_process_index", "notebook_launcher", "process_index",
+    "reset_accelerate_state", "set_seed", "skip_first_batches", "start_trackers", "wait_for_everyone",
+]
 
 T = TypeVar("T")
-
-
-class LaunchError(RuntimeError):
-    """The processes that were launched do not agree with what Accelerate set up."""
-
-
-def _launched_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _has_accelerator_device() -> bool:
-    if torch.cuda.is_available():
-        return True
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        return True
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
-def _fill_launch_defaults(kwargs: AcceleratorKwargs) -> AcceleratorKwargs:
-    """A multi-process launch (``torchrun``) on a machine without a GPU must use gloo on CPU.
-
-    Without ``cpu=True`` Accelerate starts every process as its own single-process "main" run: the
-    processes never synchronise and nothing reports it.
-    """
-    if _launched_world_size() > 1 and not _has_accelerator_device() and "cpu" not in kwargs:
-        kwargs = {**kwargs, "cpu": True}
-    return kwargs
-
-
-def _check_world_size(num_processes: int) -> None:
-    launched = _launched_world_size()
-    dist_world = (
-        torch.distributed.get_world_size()
-        if torch.distributed.is_available() and torch.distributed.is_initialized()
-        else None
-    )
-    for name, size in (("WORLD_SIZE", launched), ("torch.distributed world size", dist_world)):
-        if size is not None and size != num_processes:
-            raise LaunchError(
-                f"{name} is {size} but Accelerate set up {num_processes} process(es): the processes "
-                "would train without synchronising. On a machine without a GPU launch with "
-                "`torchrun --nproc_per_node N script.py` (pta selects CPU/gloo itself) or "
-                "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N script.py`; "
-                "`accelerate launch --cpu --num_processes N` starts only one process."
-            )
-
-
-_SHARDING_PLUGINS = {"fsdp_plugin": DistributedType.FSDP, "deepspeed_plugin": DistributedType.DEEPSPEED}
-
-
-def _check_sharding_plugins(kwargs: AcceleratorKwargs, distributed_type: DistributedType | None) -> None:
-    """Accelerate ignores an FSDP or DeepSpeed plugin unless the launch is multi-accelerator (it then runs
-    DDP or a single process with no sharding and says nothing): refuse that. Checked before the
-    Accelerator exists where the answer is certain (no GPU, or ``cpu=True``), and after it otherwise."""
-    for name, wanted in _SHARDING_PLUGINS.items():
-        if kwargs.get(name) is None:
-            continue
-        on_cpu = bool(kwargs.get("cpu")) or not _has_accelerator_device()
-        if distributed_type is None and not on_cpu:
-            continue
-        if distributed_type == wanted:
-            continue
-        several = _launched_world_size() > 1
-        actual = ("DDP" if several else "one process") + (" on CPU" if on_cpu else "")
-        raise ConfigurationError(
-            f"accelerator_options[{name!r}] would be ignored: Accelerate uses {wanted.value} only when several "
-            f"GPUs (or other accelerators) are launched with `accelerate launch` or `torchrun`, and this run "
-            f"would silently be {actual} without sharding. Remove it from accelerator_options, or launch on "
-            "several GPUs."
-        )
 
 
 @functools.cache
@@ -135,8 +83,8 @@ class AcceleratorAdapter:
     """Typed view of one ``accelerate.Accelerator``; ``.accelerator`` is the raw object for anything else."""
 
     def __init__(self, kwargs: AcceleratorKwargs) -> None:
-        kwargs = _fill_launch_defaults(kwargs)
-        _check_sharding_plugins(kwargs, None)
+        kwargs = fill_launch_defaults(kwargs)
+        check_sharding_plugins(kwargs, None)
         init_elastic_cpu_group(bool(kwargs.get("cpu")), kwargs.get("kwargs_handlers", ()))  # before Accelerate's own
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
         # Facts Accelerate fixes at construction, read once instead of through its properties per step.
@@ -144,9 +92,9 @@ class AcceleratorAdapter:
         self._mixed_precision = str(self.accelerator.mixed_precision)
         self._gradient_state: Any = self.accelerator.gradient_state
         self._direct_backward = False
-        _check_sharding_plugins(kwargs, self.accelerator.distributed_type)
+        check_sharding_plugins(kwargs, self.accelerator.distributed_type)
         self._direct: tuple[Optimizer, Optimizer, bool] | None = None  # (wrapper, inner, zero_grad takes set_to_none)
-        _check_world_size(self.num_processes)
+        check_world_size(self.num_processes)
         if self.num_processes > 1:
             _destroy_process_group_at_exit()
 
@@ -323,20 +271,6 @@ def set_seed(seed: int, device_specific: bool = False) -> None:
     _accelerate_set_seed(seed, device_specific=device_specific)
 
 
-def set_even_batches(dataloader: DataLoader[Any], even_batches: bool) -> None:
-    """Switch a prepared dataloader between padded (even) and exact (uneven) sharding across processes."""
-    batch_sampler = getattr(dataloader, "batch_sampler", None)
-    if batch_sampler is not None and hasattr(batch_sampler, "even_batches"):
-        batch_sampler.even_batches = even_batches
-
-
-def unwrap_optimizer(optimizer: Optimizer) -> Optimizer:
-    """The user's optimizer inside Accelerate's ``AcceleratedOptimizer`` wrapper(s)."""
-    while isinstance(inner := getattr(optimizer, "optimizer", None), Optimizer):
-        optimizer = inner
-    return optimizer
-
-
 def reset_accelerate_state() -> None:
     """Forget Accelerate's process-global state (precision, accumulation): for tests and notebooks."""
     AcceleratorState._reset_state(True)
@@ -346,7 +280,7 @@ def reset_accelerate_state() -> None:
 
 def _partial_state() -> Any:
     """Accelerate's process state, set up as a trainer would set it up (gloo on CPU-only machines)."""
-    return PartialState(cpu=True) if _launched_world_size() > 1 and not _has_accelerator_device() else PartialState()
+    return PartialState(cpu=True) if launched_world_size() > 1 and not has_accelerator_device() else PartialState()
 
 
 def process_index() -> int:
@@ -410,65 +344,6 @@ def notebook_launcher(function: Callable[..., Any], args: tuple[Any, ...] = (), 
 
 
 # ---------------------------------------------------------------------- experiment trackers
-TRACKER_PACKAGES: dict[str, str] = {
-    "tensorboard": "tensorboard",
-    "wandb": "wandb",
-    "mlflow": "mlflow",
-    "comet_ml": "comet-ml",
-    "aim": "aim",
-    "clearml": "clearml",
-    "dvclive": "dvclive",
-    "swanlab": "swanlab",
-    "trackio": "trackio",
-}
-"""Accelerate's tracker names and the package each one needs (``pip install <package>``)."""
-
-TrackerConfigValue = bool | int | float | str
-"""What a run's configuration (hyperparameters) may hold: trackers store these as-is."""
-
-
-class ExperimentTracker(Protocol):
-    """An instance of an ``accelerate.tracking.GeneralTracker`` subclass (a custom tracker)."""
-
-    @property
-    def name(self) -> str: ...
-
-    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None: ...
-
-
-TrackerSpec = str | ExperimentTracker
-"""A tracker by Accelerate's name (``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ..., ``"all"``) or an instance."""
-
-
-class TrackerGroup:
-    """Accelerate experiment trackers started for one run (create them with ``start_trackers``)."""
-
-    def __init__(self, trackers: list[Any]) -> None:
-        self._trackers = trackers
-
-    @property
-    def names(self) -> list[str]:
-        return [str(tracker.name) for tracker in self._trackers]
-
-    def log(self, values: Mapping[str, float | int | str], step: int | None = None) -> None:
-        """Log ``values`` to every tracker at ``step``."""
-        for tracker in self._trackers:
-            tracker.log(dict(values), step=step)
-
-    def get(self, name: str, unwrap: bool = False) -> Any:
-        """The tracker called ``name`` (``unwrap=True``: the library's own object, e.g. a ``SummaryWriter``)."""
-        for tracker in self._trackers:
-            if tracker.name == name:
-                return tracker.tracker if unwrap else tracker
-        raise KeyError(f"no tracker named {name!r}; started: {self.names}")
-
-    def finish(self) -> None:
-        """Flush and close every tracker (once; later calls do nothing)."""
-        trackers, self._trackers = self._trackers, []
-        for tracker in trackers:
-            tracker.finish()
-
-
 def start_trackers(
     log_with: TrackerSpec | Sequence[TrackerSpec],
     project_name: str,

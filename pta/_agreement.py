@@ -11,10 +11,10 @@ they are raised, with no host sync added.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,20 @@ __all__ = ["DistributedRunError", "StopAgreement"]
 
 _CONTROL_GROUPS: dict[int, Any] = {}
 _NONE, _STOP, _ERROR = 0, 1, 2
+
+
+# torch.distributed leaves the parameters of these three functions unannotated: typed views of them,
+# looked up when called (builds without distributed support lack them).
+class _NewGroup(Protocol):
+    def __call__(self, *, backend: str, timeout: timedelta | None) -> Any: ...
+
+
+class _AllReduce(Protocol):
+    def __call__(self, tensor: torch.Tensor, *, op: dist.ReduceOp.RedOpType, group: Any) -> object: ...
+
+
+class _AllGatherObject(Protocol):
+    def __call__(self, object_list: list[Any], obj: object, *, group: Any) -> None: ...
 
 
 def _default_timeout() -> timedelta | None:
@@ -45,7 +59,8 @@ def _control_group() -> Any:
     key = id(dist.distributed_c10d._get_default_group())
     if key not in _CONTROL_GROUPS:
         _CONTROL_GROUPS.clear()  # a new default group (a new launch in this process): old groups are dead
-        _CONTROL_GROUPS[key] = dist.new_group(backend="gloo", timeout=_default_timeout())
+        new_group: _NewGroup = getattr(dist, "new_group")
+        _CONTROL_GROUPS[key] = new_group(backend="gloo", timeout=_default_timeout())
     return _CONTROL_GROUPS[key]
 
 
@@ -62,7 +77,7 @@ class StopAgreement:
         return self._group is not None
 
     @contextmanager
-    def capture(self) -> Iterator[None]:
+    def capture(self) -> Generator[None, None, None]:
         """Hold back a ``StopTrainingError`` or ``Exception`` raised inside (multi-process runs only)."""
         if self._group is None:
             yield
@@ -92,13 +107,15 @@ class StopAgreement:
         pending, self._pending = self._pending, None
         code = _NONE if pending is None else _STOP if isinstance(pending, StopTrainingError) else _ERROR
         flags = torch.tensor([code, signum], dtype=torch.int64)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group)
+        all_reduce: _AllReduce = getattr(dist, "all_reduce")
+        all_reduce(flags, op=dist.ReduceOp.MAX, group=self._group)
         worst, highest_signum = int(flags[0]), int(flags[1])
         if worst == _NONE:
             return highest_signum
         reasons: list[Any] = [None] * dist.get_world_size(self._group)
         mine = None if pending is None else (code, type(pending).__name__, str(pending))
-        dist.all_gather_object(reasons, mine, group=self._group)
+        all_gather_object: _AllGatherObject = getattr(dist, "all_gather_object")
+        all_gather_object(reasons, mine, group=self._group)
         rank, (_, kind, message) = next((r, reason) for r, reason in enumerate(reasons)
                                         if reason is not None and reason[0] == worst)
         if worst == _ERROR:

@@ -43,7 +43,7 @@ def latest_state(directories: Iterable[Path]) -> Path | None:
     """The most advanced complete state in ``directories`` (each a state itself or a folder of states)."""
     best: tuple[tuple[int, int, int, int, float], Path] | None = None
     for directory in directories:
-        candidates = []
+        candidates: list[Path] = []
         if (directory / META_FILE).is_file():
             candidates.append(directory)
         try:

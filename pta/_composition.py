@@ -1,6 +1,7 @@
-"""Checks a trainer class when it is created: hook chains that mixins rely on, and misspelled hooks.
+"""Checks a trainer class when it is created: hook chains that mixins rely on, and misspelled hooks
+(and, per instance, ``check_requires``: the mixins that a class ``requires``).
 
-Both checks read only the class and its functions' code, once per class, so they cost nothing per
+The class checks read only the class and its functions' code, once per class, so they cost nothing per
 step. ``TrainerHooks.__init_subclass__`` runs them for every trainer and mixin class.
 """
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import types
 from typing import cast
+
+from pta._validation import ConfigurationError
 
 
 class HookChainError(RuntimeError):
@@ -59,7 +62,19 @@ def _one_edit_apart(a: str, b: str) -> bool:
     return short[i:] == long[i + 1:]
 
 
-_LOOP_MODULES = ("pta.hooks", "pta.base")  # TrainerHooks and TrainerBase: the defaults every chain ends in
+LOOP_MODULES = ("pta.hooks", "pta._trainer_checkpoints", "pta.base")
+"""Where ``TrainerHooks``, ``TrainerCheckpoints`` and ``TrainerBase`` live: the defaults every chain ends in."""
+
+
+def check_requires(trainer: object) -> None:
+    """Raise ``ConfigurationError`` when a class in ``trainer``'s MRO ``requires`` a mixin that it lacks."""
+    for klass in type(trainer).__mro__:
+        for needed in vars(klass).get("requires", ()):
+            if not isinstance(trainer, needed):
+                raise ConfigurationError(
+                    f"{klass.__name__} needs {needed.__name__}, which {type(trainer).__name__} lacks: "
+                    f"add {needed.__name__} to the bases of {type(trainer).__name__}"
+                )
 
 
 def check_trainer_class(cls: type) -> None:
@@ -68,7 +83,7 @@ def check_trainer_class(cls: type) -> None:
     hooks = {name for klass in mro[1:] for name, member in vars(klass).items()
              if not name.startswith("_") and _function(member) is not None}
     for index, klass in enumerate(mro):
-        if klass.__module__ in _LOOP_MODULES:
+        if klass.__module__ in LOOP_MODULES:
             break
         for name, member in vars(klass).items():
             if not name.startswith("_") and _function(member) is not None:
@@ -90,7 +105,7 @@ def _check_chain(cls: type, below: list[type], klass: type, name: str, member: o
     """If the next definition of ``name`` below ``klass`` in ``cls``'s MRO is a cooperative override (a
     mixin's), ``klass``'s must call ``super().name`` too: otherwise that part of the hook never runs."""
     nxt = next((k for k in below if name in vars(k)), None)
-    if nxt is None or nxt.__module__ in _LOOP_MODULES:
+    if nxt is None or nxt.__module__ in LOOP_MODULES:
         return  # overriding TrainerBase's own default: the hook is the user's to replace
     if not _is_cooperative(vars(nxt)[name], name) or _is_cooperative(member, name):
         return

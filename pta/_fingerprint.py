@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 from torch.optim import Optimizer
@@ -55,15 +55,16 @@ def run_fingerprint(
 
 def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, str]:
     """``{setting: "saved X, now Y"}`` for every setting that differs (settings a state lacks are skipped)."""
-    differences = {}
+    differences: dict[str, str] = {}
     for key, now in current.items():
         if key not in saved or saved[key] == now:
             continue
-        before = saved[key]
+        before: object = saved[key]
         if key == "model_parameters" and isinstance(before, dict):
-            differences[key] = _parameter_differences(before, now)
+            differences[key] = _parameter_differences(cast("dict[str, list[int]]", before), now)
         elif key == "optimizer_param_groups" and isinstance(before, list):
-            differences[key] = (f"saved {len(before)} group(s) of {[len(g) for g in before]} parameters with other "
+            groups = cast("list[Sized]", before)
+            differences[key] = (f"saved {len(groups)} group(s) of {[len(g) for g in groups]} parameters with other "
                                 f"shapes than now: {len(now)} group(s) of {[len(g) for g in now]}")
         else:
             differences[key] = f"saved {before!r}, now {now!r}"
@@ -71,7 +72,7 @@ def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
 
 
 def _parameter_differences(saved: dict[str, list[int]], now: dict[str, list[int]]) -> str:
-    parts = []
+    parts: list[str] = []
     for label, names in (
         ("missing now", [n for n in saved if n not in now]),
         ("new", [n for n in now if n not in saved]),
@@ -126,7 +127,7 @@ def _sha256(path: Path) -> str:
 
 def file_checksums(directory: Path) -> dict[str, str]:
     """SHA-256 of every file under ``directory`` but the metadata, by relative POSIX path."""
-    sums = {}
+    sums: dict[str, str] = {}
     for root, _dirs, files in os.walk(directory):
         for name in files:
             path = Path(root) / name
@@ -138,7 +139,7 @@ def file_checksums(directory: Path) -> dict[str, str]:
 
 def verify_checksums(directory: Path, recorded: Mapping[str, str]) -> None:
     """Raise :class:`CheckpointError` naming each file that is missing, truncated or altered."""
-    problems = []
+    problems: list[str] = []
     for relative, expected in recorded.items():
         path = directory / relative
         if not path.is_file():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,4 +40,5 @@ _DIRECTORY_OPTION = {"wandb": ("dir", ""), "dvclive": ("dir", "dvclive"), "swanl
 def _set_mlflow_tracking_uri(uri: str) -> None:
     import mlflow  # type: ignore[import-not-found, unused-ignore]  # optional, untyped
 
-    mlflow.set_tracking_uri(uri)
+    set_tracking_uri: Callable[[str], object] = getattr(mlflow, "set_tracking_uri")  # untyped module
+    set_tracking_uri(uri)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pta._accelerate import unwrap_optimizer
+from pta._unwrap import unwrap_optimizer
 from pta._fingerprint import check_fingerprint, file_checksums, run_fingerprint, verify_checksums
 from pta.checkpoint import CheckpointError, load_torch_file
 from pta.state import (
@@ -32,7 +32,7 @@ from pta.state import (
 )
 
 if TYPE_CHECKING:
-    from pta.base import TrainerBase
+    from pta._trainer_checkpoints import TrainerCheckpoints
 
 _MARGIN = 1 << 20  # bytes beyond the tensors' own size: metadata, RNG states, file headers
 _NEARLY_FULL = 1 << 20  # a write that failed with less free space than this most likely ran out of it
@@ -43,7 +43,7 @@ def stateful_callbacks(callbacks: Iterable[object]) -> list[tuple[str, Any]]:
     """Callbacks with ``state_dict`` and ``load_state_dict`` methods, keyed by class name and occurrence
     (``EarlyStoppingCallback#0``), so that two callbacks of one class keep separate states."""
     seen: dict[str, int] = {}
-    found = []
+    found: list[tuple[str, Any]] = []
     for callback in callbacks:
         if callable(getattr(callback, "state_dict", None)) and callable(getattr(callback, "load_state_dict", None)):
             name = type(callback).__qualname__
@@ -63,7 +63,7 @@ def load_callback_states(callbacks: Iterable[object], states: Mapping[str, Any])
 
 
 # ---------------------------------------------------------------------------- saving
-def fingerprint(trainer: TrainerBase[Any]) -> dict[str, Any]:
+def fingerprint(trainer: TrainerCheckpoints[Any]) -> dict[str, Any]:
     config = trainer.run_config
     return run_fingerprint(
         per_device_batch_size=config.train_per_device_batch_size,
@@ -76,7 +76,7 @@ def fingerprint(trainer: TrainerBase[Any]) -> dict[str, Any]:
     )
 
 
-def _bytes_needed(trainer: TrainerBase[Any]) -> int:
+def _bytes_needed(trainer: TrainerCheckpoints[Any]) -> int:
     """About what the main process writes: the model's tensors and the optimizer's state."""
     model = trainer.get_model()
     tensors = [*model.parameters(), *model.buffers()]
@@ -102,7 +102,7 @@ class _Save:
     """One save: each phase runs on the processes it concerns, then all processes agree on its outcome,
     so that a failure on one process raises the same ``CheckpointError`` on every process."""
 
-    def __init__(self, trainer: TrainerBase[Any], target: Path) -> None:
+    def __init__(self, trainer: TrainerCheckpoints[Any], target: Path) -> None:
         self.trainer, self.acc, self.target = trainer, trainer._accelerator, target
         self.partial = partial_dir(target)
         self.needed = _bytes_needed(trainer)
@@ -156,7 +156,7 @@ class _Save:
         commit_dir(self.partial, self.target)
 
 
-def save_training_state(trainer: TrainerBase[Any], output_dir: str | Path,
+def save_training_state(trainer: TrainerCheckpoints[Any], output_dir: str | Path,
                         checkpoint_kwargs: dict[str, Any] | None) -> Path:
     save = _Save(trainer, Path(output_dir))
     save.phase(save.prepare, main_only=True)
@@ -180,7 +180,7 @@ def _check_dataset_position(directory: Path, meta: Mapping[str, Any], dataset: o
         )
 
 
-def load_training_state(trainer: TrainerBase[Any], input_dir: str | Path,
+def load_training_state(trainer: TrainerCheckpoints[Any], input_dir: str | Path,
                         allowed_changes: frozenset[str] = frozenset()) -> dict[str, Any]:
     directory, acc = resolve_state_dir(input_dir), trainer._accelerator
     meta = read_meta(directory)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sized
-from typing import Any, cast
+from collections.abc import Mapping, Sized
+from typing import Any, TypeGuard, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, IterableDataset
+
+from pta._types import BatchOutput
+from pta._unwrap import unwrap_optimizer
 
 
 class ConfigurationError(ValueError):
@@ -81,8 +84,6 @@ def check_seed(seed: object) -> None:
 def check_optimizer_parameters(model: nn.Module, loss_func: object, optimizer: torch.optim.Optimizer) -> None:
     """Every parameter the optimizer updates belongs to the model (or to a loss module): an optimizer
     built over another model's parameters would train nothing the run uses."""
-    from pta._accelerate import unwrap_optimizer  # here: pta._accelerate imports this module
-
     if unwrap_optimizer(optimizer) is not optimizer:
         return  # prepared by an earlier run together with the model (FSDP/DeepSpeed hold flattened copies)
     own = {id(p) for p in model.parameters()}
@@ -132,6 +133,21 @@ def check_loss_shapes(loss_func: object, outputs: object, targets: object) -> No
         )
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[object, object]]:
+    return isinstance(value, Mapping)
+
+
+def check_batch_output(hook_name: str, result: object) -> BatchOutput:
+    """``result`` of a batch-loss hook, checked to be a ``BatchOutput`` with a loss tensor."""
+    if not _is_mapping(result) or "loss" not in result:
+        keys = sorted(str(key) for key in result) if _is_mapping(result) else None
+        raise TypeError(f"{hook_name} must return a dict with a 'loss' tensor (a BatchOutput), "
+                        f"got {type(result).__name__}" + (f" with keys {keys}" if keys is not None else ""))
+    batch_output = cast(BatchOutput, result)
+    check_loss_value(hook_name, batch_output["loss"])
+    return batch_output
+
+
 def check_loss_value(hook_name: str, loss: object) -> None:
     if not isinstance(loss, torch.Tensor):
         raise ConfigurationError(
@@ -150,7 +166,7 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
     check_positive_float("gradient_clip_value", arguments["gradient_clip_value"])
     check_positive_float("gradient_clip_norm", arguments["gradient_clip_norm"])
     check_scheduler_factory(arguments["create_scheduler_fn"])
-    train_dl_kwargs = arguments["train_dataloader_kwargs"] or {}
+    train_dl_kwargs: Mapping[str, Any] = arguments["train_dataloader_kwargs"] or {}
     if isinstance(arguments["train_dataset"], IterableDataset) and train_dl_kwargs.get("shuffle"):
         raise ConfigurationError("train_dataloader_kwargs has shuffle=True, but train_dataset is an IterableDataset, "
                                  "which yields samples in its own order: drop shuffle (shuffle inside the dataset)")

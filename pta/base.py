@@ -1,8 +1,8 @@
-"""TrainerBase: the training and evaluation loops, training states and resume.
+"""TrainerBase: the training and evaluation loops, and resume.
 
-Alone it is a correct single-process, full-precision loop. Its hooks and shared state live in
-``pta.hooks``; mixins (``pta.mixins``) add one behaviour each by overriding a few hooks, every
-override calling ``super()``. docs/loop.md gives the order of hooks and callback events.
+Alone it is a correct single-process, full-precision loop. Hooks and shared state: ``pta.hooks``;
+checkpoints and training states: ``pta._trainer_checkpoints``. Mixins (``pta.mixins``) add one behaviour
+each by overriding a few hooks, every override calling ``super()``. docs/loop.md gives the call order.
 """
 
 from __future__ import annotations
@@ -29,15 +29,16 @@ from pta._capabilities import (
 from pta._data import length
 from pta._epoch_batches import epoch_batches
 from pta._fingerprint import check_allowed_changes
+from pta._run_setup import build_run_config
 from pta._types import BatchT, DatasetLike
 from pta.callbacks.base import EventName, StopTrainingError
-from pta.checkpoint import CheckpointError, load_torch_file
+from pta.checkpoint import CheckpointError
 from pta._composition import HookChainError, HookNameError
-from pta.hooks import TrainerHooks
+from pta._trainer_checkpoints import TrainerCheckpoints
 from pta.interrupt import TrainingInterrupted, catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
-from pta.state import capture_rng, read_meta, resolve_state_dir, restore_rng, sampler_generator
+from pta.state import read_meta, resolve_state_dir, restore_rng, sampler_generator
 
 __all__ = ["HookChainError", "HookNameError", "TrainerBase"]
 
@@ -47,17 +48,15 @@ def _model_inputs(batch: object) -> Any:
     return cast("tuple[Any, ...]", batch)[0] if isinstance(batch, (list, tuple)) else batch
 
 
-class TrainerBase(TrainerHooks[BatchT]):
-    """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls."""
+class TrainerBase(TrainerCheckpoints[BatchT]):
+    """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls and
+    ``TrainerCheckpoints`` for checkpoints and training states."""
 
     agreement_interval: ClassVar[int] = 10
-    """In multi-process runs, every how many training steps the processes exchange pending stops, errors
-    and signals (one small collective; also at every epoch end). A stop or error raised by a callback in
-    between is held until then, so every process stops after the same step at no per-step cost."""
+    """Multi-process runs: steps between exchanges of stops, errors and signals (also at epoch ends)."""
     interrupt_grace_s: ClassVar[float] = 60.0
     """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary before the process
     exits anyway (blocked for good: a peer is gone, the launcher died); see ``pta.interrupt``."""
-    _resume_allow_changes: frozenset[str] = frozenset()
 
     # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
     # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
@@ -126,16 +125,11 @@ class TrainerBase(TrainerHooks[BatchT]):
         then wins), evaluating on ``eval_dataset`` after every epoch. With ``reset_run_history=False``
         they come after the epochs already in the run history, as in pytorch-accelerated.
 
-        ``resume_from`` continues a run from a directory written by ``save_training_state`` (or
-        ``"<dir>/latest"`` for the newest complete state in ``<dir>``) with the same arguments: only the
-        work the interrupted call had left is done. ``resume_from="auto"`` continues from the most
-        advanced complete state in the run's state directories (every ``SaveTrainingStateCallback``'s
-        ``save_dir`` and ``interrupt_state_dir``) and starts fresh when there is none: the same command
-        then serves the first start and every restart (``torchrun --max-restarts``).
-        A state saved by a different kind of run (batch size, accumulation, dataset length, process count,
-        optimizer, parameters, stateful callbacks) is refused; ``resume_allow_changes`` names the settings
-        whose change you accept (``"per_device_batch_size"``, ``"gradient_accumulation_steps"``,
-        ``"dataset_length"``).
+        ``resume_from`` continues a run from a ``save_training_state`` directory (``"<dir>/latest"``: the
+        newest complete state in it) with the same arguments; ``"auto"``: from the most advanced state in
+        the run's state directories, or fresh when there is none (``torchrun --max-restarts``). A state
+        of a different kind of run is refused, except for the settings named in ``resume_allow_changes``
+        (``"per_device_batch_size"``, ``"gradient_accumulation_steps"``, ``"dataset_length"``).
         """
         TrainerBase._train(self, **{k: v for k, v in locals().items() if k != "self"})
 
@@ -264,24 +258,9 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
                            max_steps: int | None, clip_value: float | None, clip_norm: float | None) -> TrainerRunConfig:
-        acc = self._accelerator
-        train_bs = (self._train_dl_kwargs or {}).get("batch_size", batch_size)
-        eval_bs = (self._eval_dl_kwargs or {}).get("batch_size", train_bs)
         num_batches = length(self._train_dataloader) if self._train_dataloader is not None else None
-        updates = -(-num_batches // accumulation) if num_batches else 0
-        if max_steps is not None and updates:
-            num_epochs = -(-max_steps // updates)
-        return TrainerRunConfig(
-            num_epochs=num_epochs or 1, train_per_device_batch_size=train_bs, train_dl_kwargs=self._train_dl_kwargs,
-            eval_per_device_batch_size=eval_bs, eval_dl_kwargs=self._eval_dl_kwargs,
-            gradient_accumulation_steps=accumulation, gradient_clip_value=clip_value, gradient_clip_norm=clip_norm,
-            train_total_batch_size=train_bs * acc.num_processes * accumulation if train_bs else None,
-            eval_total_batch_size=eval_bs * acc.num_processes if eval_bs else None,
-            num_update_steps_per_epoch=updates, num_local_update_steps_per_epoch=updates,
-            max_num_train_steps=max_steps, is_local_process_zero=acc.is_local_main_process,
-            is_world_process_zero=acc.is_main_process, is_distributed=acc.is_distributed,
-            mixed_precision=acc.mixed_precision, num_processes=acc.num_processes,
-        )
+        return build_run_config(self._accelerator, self._train_dl_kwargs, self._eval_dl_kwargs, num_batches,
+                                batch_size, num_epochs, accumulation, max_steps, clip_value, clip_norm)
 
     def _run_training(self, resume_dir: Path | None) -> None:
         with catch_interrupts(self.interrupt_state_dir is not None, self.interrupt_grace_s) as self._interrupt:
@@ -396,10 +375,9 @@ class TrainerBase(TrainerHooks[BatchT]):
 
     # ------------------------------------------------------------------ stops and interrupts
     def _agreed_event(self, event: EventName, agree: bool = True, /, **kwargs: Any) -> int:
-        """Dispatch an event after which processes may diverge; in multi-process runs they then agree
-        (when ``agree``; otherwise a stop or error stays held until the next agreement): a stop or
-        error raised on one process is raised on all (``pta._agreement``). Returns the pending signal
-        number (the highest over all processes)."""
+        """Dispatch an event after which processes may diverge; in multi-process runs they agree (if
+        ``agree``, else a stop or error is held for the next agreement): one raised on one process is
+        raised on all (``pta._agreement``). Returns the highest pending signal number."""
         if not self._agreement.distributed:  # nothing to agree on, no host sync
             self.callback_handler.call_event(event, self, **kwargs)
             return self._interrupt.signum or 0
@@ -418,42 +396,3 @@ class TrainerBase(TrainerHooks[BatchT]):
         self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"
                    f"Resume with trainer.train(..., resume_from={str(directory)!r}) and the same arguments.")
         raise TrainingInterrupted(signum, str(directory))
-
-    # ------------------------------------------------------------------ training states
-    def save_training_state(self, output_dir: str | Path, checkpoint_kwargs: dict[str, Any] | None = None) -> Path:
-        """Save everything needed to continue this run exactly, atomically, into ``output_dir``.
-
-        Call it at any point of a run, e.g. from a callback's ``on_train_step_end``; every process must
-        call it. Returns the directory. A failed save raises ``CheckpointError`` on every process and
-        leaves earlier states intact. docs/training_state.md describes the files and guarantees.
-        """
-        return training_state.save_training_state(self, output_dir, checkpoint_kwargs)
-
-    def load_training_state(self, input_dir: str | Path) -> dict[str, Any]:
-        """Restore a state written by ``save_training_state`` into the prepared run; ``train(resume_from=...)``
-        calls it. It first checks the files' checksums and that the state was saved by the same kind
-        of run (``train(resume_allow_changes=...)`` accepts some changes). Callbacks' states are
-        restored after ``on_training_run_start``. Returns the state's metadata and ``checkpoint_kwargs``."""
-        return training_state.load_training_state(self, input_dir, self._resume_allow_changes)
-
-    def training_state_dict(self) -> dict[str, Any]:
-        """Builder of this process's resumable state; mixins call ``super()`` first and add their keys."""
-        self._mark("training_state_dict")
-        history_state = getattr(self.run_history, "state_dict", None)
-        return {
-            "epoch": self.run_history.current_epoch, "first_epoch": self._first_epoch, "phase": self._epoch_phase,
-            "batches_done": self._batches_done, "num_updates": self._num_updates,
-            "train_loss": (self._train_loss.total, self._train_loss.count), "epoch_rng": self._epoch_rng,
-            "run_history": history_state() if callable(history_state) else None,
-        }
-
-    def load_training_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``training_state_dict`` built; mixins call ``super()`` first."""
-        self._mark("load_training_state_dict")
-        load_history = getattr(self.run_history, "load_state_dict", None)
-        if callable(load_history) and state["run_history"] is not None:
-            load_history(state["run_history"])
-        self.run_history._set_epoch(state["epoch"])
-        self._first_epoch = int(state["first_epoch"])
-        self._epoch_phase, self._batches_done, self._num_updates = state["phase"], state["batches_done"], state["num_updates"]
-        self._train_loss.total, self._train_loss.count = state["train_loss"]

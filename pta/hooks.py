@@ -6,10 +6,10 @@ and users subclass ``TrainerBase``, never ``TrainerHooks`` directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -20,17 +20,11 @@ from typing_extensions import override
 from pta import _validation as check
 from pta._accelerate import AcceleratorAdapter
 from pta._capabilities import NeedsAMPMixin, has_capability
-from pta._composition import HookChainError, check_trainer_class
+from pta._composition import LOOP_MODULES, HookChainError, check_requires, check_trainer_class
 from pta._data import inputs_and_targets, merge_dl_kwargs
 from pta._meter import LossMeter, infer_batch_size
 from pta._types import AcceleratorKwargs, BatchOutput, BatchT, MixedPrecision
 from pta.callbacks.base import CallbackHandler, TrainerCallback
-from pta.checkpoint import (
-    CheckpointError,
-    atomic_torch_save,
-    load_torch_file,
-    require_keys,
-)
 from pta.interrupt import InterruptFlag
 from pta.protocols import SchedulerFactory, SchedulerLike, TrainerLike
 from pta.run_config import TrainerRunConfig
@@ -40,15 +34,6 @@ from pta.utils import limit_batches_from_env, worker_init_fn
 CallbackSpec = TrainerCallback | Callable[[], TrainerCallback]
 """A callback instance, or a class the trainer instantiates without arguments."""
 T = TypeVar("T")
-
-
-def _is_mapping(value: object) -> TypeGuard[Mapping[object, object]]:
-    return isinstance(value, Mapping)
-
-
-def _describe(value: object) -> str:
-    keys = sorted(str(key) for key in value) if _is_mapping(value) else None
-    return type(value).__name__ + (f" with keys {keys}" if keys is not None else "")
 
 
 class TrainerHooks(Generic[BatchT]):
@@ -78,7 +63,7 @@ class TrainerHooks(Generic[BatchT]):
         accelerator_options: AcceleratorKwargs | None = None,
         interrupt_state_dir: str | Path | None = "training_state/interrupted",
     ) -> None:
-        self._check_composition()
+        check_requires(self)
         if mixed_precision is not None and not has_capability(self, "supports_mixed_precision"):
             raise check.needs_mixin("mixed_precision", "AMPMixin", type(self))
         self.model = model
@@ -121,16 +106,7 @@ class TrainerHooks(Generic[BatchT]):
         self._accelerator = self._create_accelerator()
         self.callback_handler.call_event("on_init_end", cast(TrainerLike, self))  # every instance is a TrainerBase
 
-    # ------------------------------------------------------------------ composition checks
-    def _check_composition(self) -> None:
-        for klass in type(self).__mro__:
-            for needed in vars(klass).get("requires", ()):
-                if not isinstance(self, needed):
-                    raise check.ConfigurationError(
-                        f"{klass.__name__} needs {needed.__name__}, which {type(self).__name__} lacks: "
-                        f"add {needed.__name__} to the bases of {type(self).__name__}"
-                    )
-
+    # ------------------------------------------------------------------ hook chains
     def _call_chain(self, name: str, hook: Callable[[], T]) -> T:
         """Call a cooperative hook and fail loudly if an override did not reach ``TrainerBase``."""
         self._reached.discard(name)
@@ -140,7 +116,7 @@ class TrainerHooks(Generic[BatchT]):
 
     def _require_reached(self, name: str) -> None:
         if name not in self._reached:
-            owners = [k.__name__ for k in type(self).__mro__ if name in vars(k) and k is not TrainerHooks]
+            owners = [k.__name__ for k in type(self).__mro__ if name in vars(k) and k.__module__ not in LOOP_MODULES]
             raise HookChainError(
                 f"{name}() did not reach TrainerBase.{name}(): one of the overrides in "
                 f"{', '.join(owners)} is missing a call to super().{name}()"
@@ -357,11 +333,7 @@ class TrainerHooks(Generic[BatchT]):
     def _batch_loss(self, compute: Callable[[BatchT], BatchOutput], batch: BatchT) -> tuple[BatchOutput, Tensor, int]:
         with self.forward_context():
             result = cast(object, compute(batch))  # checked below: user hooks may return anything
-        if not _is_mapping(result) or "loss" not in result:
-            raise TypeError(f"{compute.__name__} must return a dict with a 'loss' tensor (a BatchOutput), "
-                            f"got {_describe(result)}")
-        batch_output = cast(BatchOutput, result)
-        check.check_loss_value(compute.__name__, batch_output["loss"])
+        batch_output = check.check_batch_output(compute.__name__, result)
         size = batch_output.get("batch_size")
         return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)
 
@@ -422,41 +394,3 @@ class TrainerHooks(Generic[BatchT]):
         if meter.total is None or meter.count == 0:
             return float("nan")
         return float((meter.total / meter.count).item())
-
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, save_path: str | Path, checkpoint_kwargs: dict[str, Any] | None = None,
-                        save_optimizer: bool = True, save_scheduler: bool = True, save_per_node: bool = True) -> None:
-        """Write model (and optimizer/scheduler) state to one file, atomically."""
-        checkpoint: dict[str, Any] = {"model_state_dict": self.get_model(keep_torch_compile=False).state_dict()}
-        if save_optimizer and self.optimizer is not None:
-            checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
-        scheduler = self._scheduler_or_none()
-        if save_scheduler and scheduler is not None:
-            checkpoint["scheduler_state_dict"] = scheduler.state_dict()
-        checkpoint.update(checkpoint_kwargs or {})
-        self._accelerator.wait_for_everyone()
-        if self.is_local_main_process if save_per_node else self.is_world_main_process:
-            atomic_torch_save(checkpoint, save_path)
-        self._accelerator.wait_for_everyone()
-
-    def load_checkpoint(self, checkpoint_path: str | Path, load_optimizer: bool = True,
-                        load_scheduler: bool = True, *, weights_only: bool = True) -> dict[str, Any]:
-        """Load a file written by ``save_checkpoint``; returns the whole dict (extra keys included).
-
-        ``weights_only=False`` allows arbitrary pickled objects: only for files you trust.
-        """
-        self._accelerator.wait_for_everyone()
-        checkpoint = require_keys(load_torch_file(checkpoint_path, weights_only=weights_only),
-                                  checkpoint_path, ("model_state_dict",))
-        try:
-            self.get_model(keep_torch_compile=False).load_state_dict(checkpoint["model_state_dict"])
-        except RuntimeError as error:
-            raise CheckpointError(f"checkpoint {checkpoint_path} does not fit the model: {error}") from error
-        for key, target, wanted in (("optimizer_state_dict", self.optimizer, load_optimizer),
-                                    ("scheduler_state_dict", self._scheduler_or_none(), load_scheduler)):
-            if wanted and key in checkpoint:
-                if target is None:
-                    raise CheckpointError(f"checkpoint {checkpoint_path} has {key} but the trainer has none; "
-                                          f"pass load_{key.split('_')[0]}=False")
-                target.load_state_dict(checkpoint[key])
-        return checkpoint

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from typing_extensions import override
 
-from pta._accelerate import unwrap_optimizer
+from pta._unwrap import unwrap_optimizer
 from pta._types import BatchOutput
 from pta._validation import ConfigurationError, check_dataset, check_positive_int
 from pta.base import TrainerBase
@@ -59,28 +59,9 @@ class LRFinderResult:
         """Save the loss against the learning rate (log scale), with the suggestion marked, to ``path``
         (PNG unless the suffix says otherwise), atomically. Needs matplotlib (``pip install
         'pta-trainer[plot]'``); call it on the main process only in distributed runs."""
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError as error:
-            raise ImportError(
-                "LRFinderResult.plot needs matplotlib: pip install 'pta-trainer[plot]' (or pip install matplotlib)"
-            ) from error
-        from pta.plotting import save_figure
+        from pta.plotting import plot_lr_sweep
 
-        figure = Figure(figsize=(6.4, 4.8), dpi=dpi, layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
-        axes.plot(self.lrs, self.losses, alpha=0.3, label="loss")
-        axes.plot(self.lrs, self.smoothed_losses, label="smoothed loss")
-        if self.suggestion is not None:
-            axes.axvline(self.suggestion, color="red", linestyle="--", label=f"suggestion {self.suggestion:.3g}")
-        axes.set_xscale("log")
-        axes.set_xlabel("learning rate")
-        axes.set_ylabel("loss")
-        axes.grid(True, alpha=0.3)
-        axes.legend()
-        return save_figure(figure, path)
+        return plot_lr_sweep(self.lrs, self.losses, self.smoothed_losses, self.suggestion, path, dpi=dpi)
 
 
 def lr_find(
@@ -152,7 +133,7 @@ class _Sweep(TrainerCallback):
         self._ratios: list[float] = []
         self._window: torch.Tensor | None = None
         self._window_batches = 0
-        self._updates = 0
+        self._updates: int = 0
         self._average = 0.0
         self._lr = start_lr
 
@@ -212,7 +193,7 @@ def _check_arguments(trainer: TrainerBase[Any], dataset: Any, start_lr: float, e
 
 
 @contextmanager
-def _restored(trainer: TrainerBase[Any]) -> Iterator[None]:
+def _restored(trainer: TrainerBase[Any]) -> Generator[None, None, None]:
     """Put the trainer's attributes, weights, optimizer state and RNG states back on exit."""
     attributes = dict(vars(trainer))
     model = trainer.get_model()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_run_history", "save_figure"]
+__all__ = ["plot_lr_sweep", "plot_run_history", "save_figure"]
 
 
 def plot_run_history(
@@ -71,6 +71,33 @@ def plot_run_history(
     if title is not None:
         figure.suptitle(title)
 
+    return save_figure(figure, path)
+
+
+def plot_lr_sweep(lrs: list[float], losses: list[float], smoothed_losses: list[float], suggestion: float | None,
+                  path: str | Path, *, dpi: int = 100) -> Path:
+    """Draw an LR finder's loss against the learning rate (log scale), with ``suggestion`` marked, and save
+    it to ``path`` atomically (``LRFinderResult.plot``). Returns the path."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "LRFinderResult.plot needs matplotlib: pip install 'pta-trainer[plot]' (or pip install matplotlib)"
+        ) from error
+
+    figure = Figure(figsize=(6.4, 4.8), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(lrs, losses, alpha=0.3, label="loss")
+    axes.plot(lrs, smoothed_losses, label="smoothed loss")
+    if suggestion is not None:
+        axes.axvline(suggestion, color="red", linestyle="--", label=f"suggestion {suggestion:.3g}")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("loss")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
     return save_figure(figure, path)
 
 

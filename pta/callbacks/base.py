@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, cast, get_args
 
 from typing_extensions import override
 
@@ -106,23 +106,23 @@ class TrainerCallback:
     # keyword-only data, for pyright and at run time with ``*args`` before it. Each checker then accepts
     # both override styles, pta's keyword-only one and pytorch-accelerated's positional
     # ``(self, trainer, batch, batch_output, **kwargs)``; one declaration satisfies only one checker.
-    if MYPY:
-        def on_train_step_end(
+    if MYPY:  # pyright reports the declarations that the else-branch redeclares
+        def on_train_step_end(  # pyright: ignore[reportRedeclaration]  # see above
             self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
         ) -> None: ...
 
-        def on_eval_step_end(
+        def on_eval_step_end(  # pyright: ignore[reportRedeclaration]  # see above
             self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any
         ) -> None: ...
     else:
-        def on_train_step_end(  # pyright: ignore[reportRedeclaration]  # see above
+        def on_train_step_end(
             self, trainer: TrainerLike, *args: Any, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
         ) -> None:
             """A training step ended: backward is done and, on an update step, so are the optimizer and
             scheduler steps. ``batch_output["loss"]`` is the batch's true mean loss (not divided for
             accumulation); ``step`` counts batches within the epoch from 0."""
 
-        def on_eval_step_end(  # pyright: ignore[reportRedeclaration]  # see above
+        def on_eval_step_end(
             self, trainer: TrainerLike, *args: Any, batch_output: BatchOutput, batch: Any, **kwargs: Any
         ) -> None:
             """An evaluation step ended. In distributed runs a process that ran out of batches repeats one to
@@ -214,7 +214,7 @@ class CallbackHandler:
             if event.startswith("on_") and event not in _DECLARED_CUSTOM_EVENTS:
                 raise ValueError(_not_an_event(event, "call_event"))
             found = (getattr(cb, event, None) for cb in self.callbacks)
-            methods = self._custom[event] = [method for method in found if callable(method)]
+            methods = self._custom[event] = [cast("Callable[..., None]", method) for method in found if callable(method)]
         return methods
 
     def has_listeners(self, event: str) -> bool:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from typing_extensions import override
 
-from pta._accelerate import unwrap_optimizer
+from pta._unwrap import unwrap_optimizer
 from pta._types import BatchT
 from pta.base import TrainerBase
 

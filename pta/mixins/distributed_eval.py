@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from pta._accelerate import set_even_batches
+from pta._unwrap import set_even_batches
 from pta._meter import LossMeter
 from pta._types import BatchT
 from pta._validation import ConfigurationError

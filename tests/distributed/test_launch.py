@@ -21,7 +21,7 @@ import torch
 
 import pta
 from pta import LaunchError
-from pta._accelerate import _check_world_size, _fill_launch_defaults
+from pta._launch_checks import check_world_size, fill_launch_defaults
 from tests.distributed._launch import REPO_ROOT, run_python, run_torchrun
 from tests.distributed.workers._common import load_results
 
@@ -50,27 +50,27 @@ def test_single_process_with_world_size_2_raises_launch_error(tmp_path: Path) ->
 # ---------------------------------------------------------------- claim 6: the check itself
 @pytest.fixture
 def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pta._accelerate, "_has_accelerator_device", lambda: False)
+    monkeypatch.setattr(pta._launch_checks, "has_accelerator_device", lambda: False)
 
 
 @pytest.mark.usefixtures("no_gpu")
 def test_a_multi_process_launch_without_gpu_selects_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert _fill_launch_defaults({}) == {"cpu": True}
-    assert _fill_launch_defaults({"cpu": False}) == {"cpu": False}  # an explicit choice is kept
+    assert fill_launch_defaults({}) == {"cpu": True}
+    assert fill_launch_defaults({"cpu": False}) == {"cpu": False}  # an explicit choice is kept
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert _fill_launch_defaults({}) == {}
+    assert fill_launch_defaults({}) == {}
     monkeypatch.delenv("WORLD_SIZE")
-    assert _fill_launch_defaults({}) == {}
+    assert fill_launch_defaults({}) == {}
 
 
 def test_check_world_size_compares_the_launch_with_accelerate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    _check_world_size(1)
+    check_world_size(1)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    _check_world_size(2)
+    check_world_size(2)
     with pytest.raises(LaunchError, match=re.escape("WORLD_SIZE is 2 but Accelerate set up 1 process(es)")):
-        _check_world_size(1)
+        check_world_size(1)
 
 
 def test_check_world_size_compares_torch_distributed_with_accelerate(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,9 +78,9 @@ def test_check_world_size_compares_torch_distributed_with_accelerate(monkeypatch
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
     with pytest.raises(LaunchError, match="torch.distributed world size is 2"):
-        _check_world_size(1)
+        check_world_size(1)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    _check_world_size(2)
+    check_world_size(2)
 
 
 # ---------------------------------------------------------------- claim 7: the example, unchanged
