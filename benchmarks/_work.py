@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -17,6 +17,16 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     # Large matrix multiplies: the loop's cost is noise.
     "compute": {"sizes": (784, 512, 512, 10), "samples": 8192, "batch": 128, "epochs": 2},
 }
+
+
+def manual_seed(seed: int) -> None:
+    """``torch.manual_seed``, typed: its ``seed`` parameter is unannotated (unknown under pyright strict)."""
+    torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]  # torch leaves `seed` unannotated
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``, typed: torch's optimizers override ``step`` with an unannotated ``closure``."""
+    optimizer.step()  # pyright: ignore[reportUnknownMemberType]  # SGD/Adam.step(closure=None) is unannotated
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,7 @@ class Work:
                        samples=int(options.get("samples", self.samples)))
 
     def model(self) -> nn.Module:
-        torch.manual_seed(0)
+        manual_seed(0)
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:], strict=True):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
@@ -68,7 +78,8 @@ class AccelerateOrderSampler(DistributedSampler[int]):
     """
 
     def __init__(self, dataset: TensorDataset, batch: int, generator: torch.Generator, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True)
+        # torch annotates `dataset` as a bare `Dataset` (Dataset[Unknown] under pyright strict)
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True)  # pyright: ignore[reportUnknownMemberType]
         self.batch, self.generator, self.size = batch, generator, len(dataset)
         if self.size % (batch * num_replicas):
             raise ValueError("AccelerateOrderSampler needs whole batches for every process (no padding)")
@@ -78,7 +89,7 @@ class AccelerateOrderSampler(DistributedSampler[int]):
         # What a prepared dataloader draws from this generator per epoch (measured with Accelerate
         # 1.15 on 2 processes): its workers' base seed, the shuffle, and one more permutation.
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        order = torch.randperm(self.size, generator=self.generator).tolist()
+        order = cast("list[int]", torch.randperm(self.size, generator=self.generator).tolist())  # pyright: ignore[reportUnknownMemberType]  # tolist() is untyped
         torch.randperm(self.size, generator=self.generator)
         for start in range(self.rank * self.batch, self.size, self.batch * self.num_replicas):
             yield from order[start:start + self.batch]

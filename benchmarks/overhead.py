@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -77,7 +77,7 @@ def child(spec: str, work: Work, out: Path, callback_specs: dict[str, str]) -> N
     sync()
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed:
-        torch.distributed.barrier()  # the slowest process decides
+        torch.distributed.barrier()  # pyright: ignore[reportUnknownMemberType]  # the slowest process decides; torch leaves `device_ids` unannotated
     ended = time.perf_counter()
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save([p.detach().cpu() for p in model.parameters()], out.with_suffix(".pt"))
@@ -132,10 +132,6 @@ def _launch(spec: str, args: argparse.Namespace, out: Path, cwd: Path) -> dict[s
     return result
 
 
-def _summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
-
-
 def _rounds(specs: list[str], rounds: int, seed: int) -> Iterator[tuple[int, list[str]]]:
     rng = random.Random(seed)
     for index in range(rounds):
@@ -162,7 +158,6 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
     specs = [s for s in args.runners.split(",") if s and _available(s, specs_for)]
     if not any(parse_runner(s)[0] == "plain" for s in specs):
         specs.insert(0, "plain")
-    work = Work(**WORKLOADS[args.workload], device=args.device, precision=args.precision)
     results: dict[str, list[dict[str, float]]] = {s: [] for s in specs}
     with tempfile.TemporaryDirectory() as tmp:
         for index, order in _rounds(specs, args.rounds, args.seed):
@@ -173,7 +168,7 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
     targets = {**(TARGETS_DISTRIBUTED if args.processes > 1 else TARGETS), **dict(
         (k, float(v)) for k, v in (t.split("=", 1) for t in args.target))}
     check_targets = args.workload == "overhead" and args.device == "cpu" and args.precision == "no"
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in specs:
         base = _baseline(spec, specs)
         loops = [r["loop_s"] for r in results[spec]]

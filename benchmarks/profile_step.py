@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
@@ -62,7 +63,9 @@ def profile_calls(spec: str, work: Work, top: int) -> None:
     stats = pstats.Stats(profiler)
     groups: collections.Counter[str] = collections.Counter()
     functions: list[tuple[float, str]] = []
-    for (filename, line, function), (_, calls, *_rest) in stats.stats.items():  # type: ignore[attr-defined]  # pstats internals
+    # pstats internals (not in typeshed): {(file, line, function): (primitive calls, calls, times, callers)}
+    entries = cast("dict[tuple[str, int, str], tuple[Any, ...]]", stats.stats)  # type: ignore[attr-defined]
+    for (filename, line, function), (_, calls, *_rest) in entries.items():
         group = _group(filename)
         groups[group] += calls
         if group in ("pta", "accelerate"):
@@ -101,7 +104,7 @@ def main() -> None:
     parser.add_argument("--valgrind", action="store_true", help="count instructions instead of calls")
     args = parser.parse_args()
     work = Work(**WORKLOADS[args.workload], device="cpu", precision="no")
-    results = {}
+    results: dict[str, float] = {}
     for spec in args.runners.split(","):
         if args.valgrind:
             results[spec] = profile_instructions(spec, args, work)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from typing_extensions import override
 
-from _work import AccelerateOrderSampler, Work
+from _work import AccelerateOrderSampler, Work, optimizer_step
 
 Mark = Callable[[], None]
 Runner = Callable[[Work, Mark, dict[str, str]], nn.Module]
@@ -48,7 +48,8 @@ def _autocast(work: Work) -> contextlib.AbstractContextManager[Any]:
 def run_plain(work: Work, mark: Mark, options: dict[str, str]) -> nn.Module:
     """The physical limit: a hand-written PyTorch loop (DDP with a DistributedSampler under torchrun)."""
     device = torch.device(work.device)
-    model = work.model().to(device)
+    net = work.model().to(device)
+    model: nn.Module = net  # the DDP wrapper under torchrun (its forward is untyped: call it as a Module)
     loader = DataLoader(work.dataset(), **work.loader_kwargs(), pin_memory=device.type == "cuda")
     sampler: DistributedSampler[int] | None = None
     if _distributed():
@@ -57,8 +58,8 @@ def run_plain(work: Work, mark: Mark, options: dict[str, str]) -> nn.Module:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-            model = model.to(device)
-        model = nn.parallel.DistributedDataParallel(model)
+            net = net.to(device)
+        model = nn.parallel.DistributedDataParallel(net)
         dataset = work.dataset()
         if options.get("sampler", "accelerate-order") == "torch":
             sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=2)
@@ -77,16 +78,16 @@ def run_plain(work: Work, mark: Mark, options: dict[str, str]) -> nn.Module:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(work):
-                loss = loss_fn(model(x), y)
+                loss: torch.Tensor = loss_fn(model(x), y)
             if scaler is not None:
-                scaler.scale(loss).backward()
+                torch.autograd.backward(scaler.scale(loss))  # (Tensor.backward is partially untyped)
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
-                optimizer.step()
+                torch.autograd.backward(loss)
+                optimizer_step(optimizer)
             optimizer.zero_grad()
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return net
 
 
 def run_accelerate(work: Work, mark: Mark, options: dict[str, str]) -> nn.Module:

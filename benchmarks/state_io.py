@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from typing_extensions import override
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _work import manual_seed  # noqa: E402  (the benchmark directory is not a package)
+
 
 def big_model() -> nn.Module:
     """12 layers of 1024x1024: 12.6 M float32 parameters, 50.4 MB."""
-    torch.manual_seed(0)
+    manual_seed(0)
     return nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(12)])
 
 
@@ -59,7 +63,7 @@ def save_accelerate(directory: Path) -> float:
         accelerator.backward(nn.functional.mse_loss(model(x), y))
         optimizer.step()
         optimizer.zero_grad()
-    elapsed = []
+    elapsed: list[float] = []
     for index in range(SAVES):
         started = time.perf_counter()
         accelerator.save_state(str(directory / str(index)))
@@ -130,7 +134,7 @@ def resume_from_position(directory: Path, position: int, batches: int = 20_000) 
             raise _Done
 
     def trainer(callback: TrainerCallback) -> DefaultTrainer:
-        torch.manual_seed(0)
+        manual_seed(0)
         model = nn.Linear(8, 8)
         return DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=1e-3), callbacks=[callback])
 
@@ -152,7 +156,7 @@ def resume_from_position(directory: Path, position: int, batches: int = 20_000) 
 
 
 # ---------------------------------------------------------------------------- the parent
-RUNNERS = {
+RUNNERS: dict[str, dict[str, Callable[[Path], float]]] = {
     "save": {"accelerate": save_accelerate, "pta": save_pta},
     "resume": {"early": lambda d: resume_from_position(d, 10), "late": lambda d: resume_from_position(d, 19_990)},
 }

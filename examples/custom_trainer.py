@@ -18,7 +18,7 @@ from quickstart import digits_datasets, make_model
 from torch import Tensor, nn
 from typing_extensions import override
 
-from pta import BatchOutput, DevicePlacementMixin, GradAccumMixin, TrainerBase, TrainerCallback
+from pta import BatchOutput, DevicePlacementMixin, GradAccumMixin, TrainerBase, TrainerCallback, set_seed
 from pta.callbacks import LogMetricsCallback
 from pta.protocols import TrainerLike
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--accumulation", type=int, default=2)
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
+    set_seed(0)
     train_set, test_set = digits_datasets()
     model = make_model()
     trainer = MyTrainer(

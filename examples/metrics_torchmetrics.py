@@ -23,7 +23,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from typing_extensions import override
 
-from pta import DefaultTrainer, TrainerCallback
+from pta import DefaultTrainer, TrainerCallback, set_seed
 from pta._types import BatchOutput
 from pta.callbacks import get_default_callbacks
 from pta.protocols import TrainerLike
@@ -55,6 +55,8 @@ class ClassificationMetricsCallback(TrainerCallback):
     def on_eval_step_end(
         self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, **kwargs: Any
     ) -> None:
+        if "model_outputs" not in batch_output:  # optional in BatchOutput; pta's own eval step returns it
+            raise KeyError("ClassificationMetricsCallback needs the model_outputs of calculate_eval_batch_loss")
         predictions = trainer.gather(batch_output["model_outputs"].argmax(dim=-1))
         targets = trainer.gather(batch[1])
         self.metrics.update(predictions, targets)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--no-progress-bar", action="store_true")
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
+    set_seed(0)
     train_set, test_set = digits_datasets()
     model = make_model()
     # Before the default callbacks, so that LogMetricsCallback already sees the epoch's metrics.

@@ -19,7 +19,7 @@ from quickstart import digits_datasets, make_model
 from torch import nn
 from typing_extensions import override
 
-from pta import AMPMixin, DevicePlacementMixin, MixedPrecision, TrainerBase, TrainerCallback
+from pta import AMPMixin, DevicePlacementMixin, MixedPrecision, TrainerBase, TrainerCallback, set_seed
 from pta._types import BatchOutput
 from pta.protocols import TrainerLike
 
@@ -46,7 +46,8 @@ class ShowDtypes(TrainerCallback):
     def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         if "parameters" not in self.seen:
             self._hook.remove()
-            self.seen["model outputs"] = str(batch_output["model_outputs"].dtype)
+            if "model_outputs" in batch_output:  # optional in BatchOutput; the default loss step returns it
+                self.seen["model outputs"] = str(batch_output["model_outputs"].dtype)
             self.seen["loss"] = str(batch_output["loss"].dtype)
             self.seen["parameters"] = str(next(trainer.model.parameters()).dtype)
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     args = parser.parse_args(argv)
     precision: MixedPrecision = args.precision
 
-    torch.manual_seed(0)
+    set_seed(0)
     train_set, test_set = digits_datasets()
     model = make_model()
     show = ShowDtypes(next(model.children()))

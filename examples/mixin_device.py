@@ -19,7 +19,7 @@ from quickstart import digits_datasets, make_model
 from torch import nn
 from typing_extensions import override
 
-from pta import DevicePlacementMixin, TrainerBase, TrainerCallback
+from pta import DevicePlacementMixin, TrainerBase, TrainerCallback, set_seed
 from pta._types import BatchOutput
 from pta.protocols import TrainerLike
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
+    set_seed(0)
     train_set, test_set = digits_datasets()
     model = make_model()
     loss_func = nn.CrossEntropyLoss(weight=torch.ones(10))  # a module with a buffer

@@ -21,7 +21,7 @@ from quickstart import digits_datasets, make_model
 from torch import nn
 from typing_extensions import override
 
-from pta import DevicePlacementMixin, DistributedEvalMixin, TrainerBase, TrainerCallback
+from pta import DevicePlacementMixin, DistributedEvalMixin, TrainerBase, TrainerCallback, set_seed
 from pta.protocols import TrainerLike
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--eval-batch-size", type=int, default=16)
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
+    set_seed(0)
     train_set, test_set = digits_datasets()
     model = make_model()
     counter = CountGathered()

@@ -17,7 +17,7 @@ from quickstart import digits_datasets
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pta import GradAccumMixin, TrainerBase
+from pta import GradAccumMixin, TrainerBase, set_seed
 
 
 class AccumulatingTrainer(GradAccumMixin, TrainerBase):
@@ -26,7 +26,7 @@ class AccumulatingTrainer(GradAccumMixin, TrainerBase):
 
 def train_once(train_set: TensorDataset, epochs: int, batch_size: int, accumulation: int) -> tuple[nn.Module, float]:
     """Train a freshly initialised model (the same every call); returns it and its last train loss."""
-    torch.manual_seed(0)
+    set_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))  # no dropout: deterministic
     trainer = AccumulatingTrainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
     trainer.train(train_set, num_epochs=epochs, per_device_batch_size=batch_size,

@@ -21,7 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from typing_extensions import override
 
-from pta import SchedulerMixin, TrainerBase, TrainerCallback, TrainerPlaceholderValues
+from pta import SchedulerMixin, TrainerBase, TrainerCallback, TrainerPlaceholderValues, set_seed
 from pta.protocols import TrainerLike
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max-lr", type=float, default=1e-2)
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
+    set_seed(0)
     train_set, test_set = digits_datasets()
     model = make_model()
     recorder = RecordLearningRate()

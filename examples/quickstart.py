@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pta import DefaultTrainer
+from pta import DefaultTrainer, set_seed
 from pta.callbacks import get_default_callbacks
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--no-progress-bar", action="store_true")
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
+    set_seed(0)
     train_set, test_set = digits_datasets()
     model = make_model()
     trainer: DefaultTrainer = DefaultTrainer(

@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from typing_extensions import override
 
-from pta import DefaultTrainer, TrainerCallback, TrainerPlaceholderValues
+from pta import DefaultTrainer, TrainerCallback, TrainerPlaceholderValues, set_seed
 from pta.callbacks import get_default_callbacks
 from pta.protocols import TrainerLike
 
@@ -46,7 +46,7 @@ Callbacks = list[TrainerCallback | type[TrainerCallback]]
 
 
 def run(epochs: int, callbacks: Callbacks, resume_from: Path | None = None) -> DefaultTrainer:
-    torch.manual_seed(1 if resume_from else 0)  # a resumed run's fresh model is overwritten by the state
+    set_seed(1 if resume_from else 0)  # a resumed run's fresh model is overwritten by the state
     model = make_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     trainer: DefaultTrainer = DefaultTrainer(model, nn.CrossEntropyLoss(), optimizer, callbacks=callbacks, seed=0)

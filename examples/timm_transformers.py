@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 from typing_extensions import override
 
-from pta import BatchOutput, DefaultTrainer
+from pta import BatchOutput, DefaultTrainer, set_seed
 from pta.callbacks import get_default_callbacks
 
 TokenBatch = dict[str, Tensor]
@@ -41,7 +41,7 @@ def train_timm(epochs: int, progress_bar: bool, max_steps: int | None = None) ->
     """Train a small timm ResNet (about 0.3M parameters) on the digit images; returns the last eval loss."""
     import timm
 
-    torch.manual_seed(0)
+    set_seed(0)
     model: nn.Module = timm.create_model("resnet10t", pretrained=False, num_classes=10, in_chans=1,
                                          stem_width=8, channels=(16, 32, 64, 128))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -92,7 +92,7 @@ def train_transformers(epochs: int, progress_bar: bool, max_steps: int | None = 
     """Train a one-layer BERT (about 11k parameters) on the counting task; returns the last eval loss."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    torch.manual_seed(0)
+    set_seed(0)
     config = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=16)
     config.num_labels = 2

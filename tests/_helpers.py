@@ -11,6 +11,16 @@ from torch.utils.data import TensorDataset
 from pta import DefaultTrainer
 
 
+def manual_seed(seed: int) -> None:
+    """``torch.manual_seed``, typed: its ``seed`` parameter is unannotated (unknown under pyright strict)."""
+    torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]  # torch leaves `seed` unannotated
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``, typed: torch's optimizers override ``step`` with an unannotated ``closure``."""
+    optimizer.step()  # pyright: ignore[reportUnknownMemberType]  # SGD/Adam.step(closure=None) is unannotated
+
+
 def regression_data(n: int = 64, features: int = 4, seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, features, generator=g)
@@ -27,12 +37,12 @@ def classification_data(n: int = 64, features: int = 4, classes: int = 3, seed: 
 
 
 def linear_model(features: int = 4, out: int = 1, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
+    manual_seed(seed)
     return nn.Linear(features, out)
 
 
 def mlp(features: int = 4, hidden: int = 16, out: int = 1, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
+    manual_seed(seed)
     return nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, out))
 
 

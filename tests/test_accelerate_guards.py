@@ -14,7 +14,7 @@ from tests._helpers import mlp, regression_data
 
 
 def test_fsdp_plugin_on_cpu_is_refused() -> None:
-    from accelerate.utils.dataclasses import FullyShardedDataParallelPlugin
+    from accelerate.utils.dataclasses import FullyShardedDataParallelPlugin  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 
     model = mlp()
     with pytest.raises(ConfigurationError, match=r"fsdp_plugin.*ignored.*one process"):  # on CPU or 1 GPU

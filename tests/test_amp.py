@@ -22,7 +22,7 @@ from typing_extensions import override
 from pta import BatchOutput, DefaultTrainer, TrainerCallback
 from pta._accelerate import AcceleratorAdapter
 from pta.protocols import SchedulerLike
-from tests._helpers import linear_model, max_abs_diff, mlp, params_of, regression_data
+from tests._helpers import linear_model, max_abs_diff, mlp, optimizer_step, params_of, regression_data
 
 QUIET: tuple[TrainerCallback, ...] = ()  # no console output
 NO_SHUFFLE: dict[str, Any] = {"shuffle": False}
@@ -136,7 +136,9 @@ class GradProbe:
     def _before(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         self.max_abs.append(max(float(g.abs().max()) for g in grads))
-        self.total_norm.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        # torch.linalg's functions carry no type information (unknown under pyright strict)
+        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+        self.total_norm.append(float(torch.linalg.vector_norm(norms)))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
 
     def _after(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.steps += 1
@@ -188,7 +190,7 @@ def test_fp16_gradients_are_unscaled_before_value_clipping(k: int) -> None:
             ref_optimizer.zero_grad()
             torch.autograd.backward(nn.functional.mse_loss(reference(x[s:s + 8 * k]), y[s:s + 8 * k]))
             nn.utils.clip_grad_value_(reference.parameters(), clip)
-            ref_optimizer.step()
+            optimizer_step(ref_optimizer)
     # The fp16 forward changes unclipped (small) gradients slightly; clipped ones are exact. Each step
     # moves a parameter by at most lr * clip = 1e-3, so clipping before unscaling (steps 1024x smaller)
     # would move the parameters by less than 1e-5 in all.

@@ -292,7 +292,7 @@ def test_no_host_sync_per_step(host_syncs: Counter[str], capsys: pytest.CaptureF
     tty = TerminalStream()
     callbacks = [cb if cb is not ProgressBarCallback else ProgressBarCallback(loss_refresh_seconds=3600, file=tty)
                  for cb in get_default_callbacks(progress_bar=True) if cb is not TerminateOnNaNCallback]
-    observed = {}
+    observed: dict[int, dict[str, int]] = {}
     for samples in (8, 64):  # 4 and 32 training steps per epoch
         model = mlp()
         trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),

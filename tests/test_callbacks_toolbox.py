@@ -42,6 +42,7 @@ from pta.checkpoint import CheckpointError
 from pta.protocols import TrainerLike
 from pta.schedulers import WSDLrScheduler
 from pta.utils import ModelEma
+from tests._helpers import manual_seed
 
 Batch = list[Tensor]
 NO_SHUFFLE: dict[str, Any] = {"shuffle": False}
@@ -56,7 +57,7 @@ def data(n: int = 32, seed: int = 0) -> TensorDataset:
 
 def make_trainer(*callbacks: TrainerCallback, model: nn.Module | None = None,
                  cls: type[DefaultTrainer[Batch]] = DefaultTrainer) -> DefaultTrainer[Batch]:
-    torch.manual_seed(0)
+    manual_seed(0)
     model = model if model is not None else nn.Linear(4, 1)
     return cls(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=callbacks)
 
@@ -360,7 +361,7 @@ def test_model_ema_evaluation_needs_an_eval_set(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- SyncBatchNorm
 def bn_model() -> nn.Module:
-    torch.manual_seed(0)
+    manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
 
 
@@ -620,7 +621,7 @@ def test_update_counter_falls_back_to_accumulation_windows() -> None:
     counter = UpdateCounter()
     trainer: Any = FakeTrainer()
     counter.start(trainer)
-    updated = [counter.step_end(trainer, step) for epoch in range(2) for step in range(5)]
+    updated = [counter.step_end(trainer, step) for _ in range(2) for step in range(5)]
     assert updated == [False, True, False, True, True] * 2  # the short last window updates too
     assert counter.count == 6
 
@@ -641,7 +642,7 @@ WORKER_DEADLINE_S = 100.0
 def _distributed_worker(out_dir: Path) -> dict[str, Any]:
     """Run on 2 CPU processes by ``test_callbacks_agree_across_processes`` (this file is the worker script)."""
     def trainer_with(*callbacks: TrainerCallback, model: nn.Module | None = None) -> DefaultTrainer[Batch]:
-        torch.manual_seed(0)
+        manual_seed(0)
         model = model if model is not None else nn.Linear(4, 1)
         return DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=callbacks)
 

@@ -222,7 +222,7 @@ def test_gradient_accumulation_needs_grad_accum_mixin() -> None:
     model = linear_model()
     trainer = trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()])
     with pytest.raises(pta.ConfigurationError, match="GradAccumMixin") as info:
-        trainer.train(regression_data(8), 1, gradient_accumulation_steps=2)
+        trainer.train(regression_data(8), 1, gradient_accumulation_steps=2)  # pyright: ignore[reportCallIssue, reportArgumentType]  # deliberate misuse: the runtime check under test
     assert "gradient_accumulation_steps" in str(info.value)
 
 
@@ -232,7 +232,7 @@ def test_scheduler_factory_needs_scheduler_mixin() -> None:
     trainer = trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()])
     factory = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1)
     with pytest.raises(pta.ConfigurationError, match="SchedulerMixin") as info:
-        trainer.train(regression_data(8), 1, create_scheduler_fn=factory)
+        trainer.train(regression_data(8), 1, create_scheduler_fn=factory)  # pyright: ignore[reportCallIssue, reportArgumentType]  # deliberate misuse: the runtime check under test
     assert "create_scheduler_fn" in str(info.value)
 
 
@@ -240,7 +240,7 @@ def test_mixed_precision_needs_amp_mixin() -> None:
     trainer_cls = type("NoAMP", (DevicePlacementMixin, GradAccumMixin, TrainerBase), {})
     model = linear_model()
     with pytest.raises(pta.ConfigurationError, match="AMPMixin") as info:
-        trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()], mixed_precision="bf16")
+        trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()], mixed_precision="bf16")  # pyright: ignore[reportArgumentType]  # deliberate misuse: the runtime check under test
     assert "mixed_precision" in str(info.value)
 
 

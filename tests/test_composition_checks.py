@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 import pta
+import pta.default_trainer
+import pta.trainer
 from pta import (
     AMPMixin,
     BatchOutput,
@@ -44,7 +46,7 @@ def _sgd(model: nn.Module) -> torch.optim.SGD:
 
 def _chained_hooks() -> list[tuple[str, type[TrainerBase[Any]]]]:
     """Every (hook, mixin) where a pta mixin overrides a TrainerBase hook and calls super()."""
-    found = []
+    found: list[tuple[str, type[TrainerBase[Any]]]] = []
     for mixin in MIXINS:
         for name, member in vars(mixin).items():
             function = member.fget if isinstance(member, property) else member
@@ -69,7 +71,7 @@ def test_scale_loss_without_super_under_grad_accum_fails_before_any_weight_chang
     before = params_of(model)
     with pytest.raises(pta.HookChainError, match=r"scale_loss") as info:
 
-        class PlainLoss(DefaultTrainer[Any]):
+        class PlainLoss(DefaultTrainer[Any]):  # pyright: ignore[reportUnusedClass]  # defining it is what raises
             @override
             def scale_loss(self, loss: Tensor, batch_output: BatchOutput, batch_size: int) -> Tensor:
                 return loss  # forgets super(): GradAccumMixin's 1/k weighting would be lost (updates k times too large)
@@ -267,7 +269,7 @@ def test_callbacks_can_replace_dataloaders_and_run_an_evaluation_epoch() -> None
 
 
 def test_accelerate_options_are_accelerates_own_classes() -> None:
-    import accelerate.utils
+    import accelerate.utils  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 
     import pta.accelerate_options as options
 

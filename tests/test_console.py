@@ -18,7 +18,7 @@ from pta import DefaultTrainer
 from pta.callbacks import LogMetricsCallback, PrintProgressCallback, ProgressBarCallback, get_default_callbacks
 from pta.callbacks._console import format_duration, format_value
 from pta.protocols import TrainerLike
-from tests._helpers import regression_data
+from tests._helpers import manual_seed, regression_data
 from tests._terminal import TerminalStream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ EPOCH_LINE = re.compile(
 
 
 def _model_with_frozen_layer() -> nn.Module:
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
     for parameter in model[0].parameters():
         parameter.requires_grad_(False)

@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from pta import BatchOutput, DefaultTrainer, MixedPrecision
 
-from ._helpers import classification_data
+from ._helpers import classification_data, manual_seed, optimizer_step
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -26,6 +26,7 @@ class Probe(DefaultTrainer):
     def calculate_train_batch_loss(self, batch: Any) -> BatchOutput:
         self.calls = getattr(self, "calls", 0) + 1
         output = super().calculate_train_batch_loss(batch)
+        assert "model_outputs" in output
         self.forward_dtype = output["model_outputs"].dtype
         if self.calls == self.inf_at_call:
             output["loss"] = output["loss"] * float("inf")
@@ -33,7 +34,7 @@ class Probe(DefaultTrainer):
 
 
 def _trainer(precision: str, **kwargs: Any) -> tuple[Probe, nn.Module]:
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 3))
     trainer = Probe(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=(),
                     mixed_precision=cast(MixedPrecision, precision), **kwargs)  # parametrised literal
@@ -70,17 +71,17 @@ def test_fp16_overflow_skips_the_optimizer_and_scheduler_step() -> None:
 
 def test_fp32_on_cuda_matches_a_plain_loop() -> None:
     data = classification_data(n=64)
-    trainer, model = _trainer("no")
+    trainer, _ = _trainer("no")
     generator = {"generator": torch.Generator().manual_seed(0)}
     trainer.train(data, 2, per_device_batch_size=8, train_dataloader_kwargs=generator)
-    torch.manual_seed(0)
+    manual_seed(0)
     plain = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 3)).cuda()
     optimizer = torch.optim.SGD(plain.parameters(), lr=0.1)
     loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
     for _ in range(2):
         for x, y in loader:
             torch.autograd.backward(nn.functional.cross_entropy(plain(x.cuda()), y.cuda()))
-            optimizer.step()
+            optimizer_step(optimizer)
             optimizer.zero_grad()
     for a, b in zip(trainer.get_model().parameters(), plain.parameters(), strict=True):
         assert torch.equal(a, b)

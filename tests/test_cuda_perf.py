@@ -14,13 +14,13 @@ from typing_extensions import override
 from pta import DefaultTrainer, TrainerCallback
 from pta.protocols import TrainerLike
 
-from ._helpers import classification_data
+from ._helpers import classification_data, manual_seed
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _model() -> nn.Module:
-    torch.manual_seed(0)
+    manual_seed(0)
     return nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 3))
 
 

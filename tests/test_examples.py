@@ -30,7 +30,7 @@ TESTED = {"quickstart", "custom_trainer", "mixin_device", "mixin_amp", "mixin_gr
 @pytest.fixture(autouse=True)
 def examples_importable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     pytest.importorskip("sklearn")  # the digits data
-    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # pyright: ignore[reportUnknownMemberType]  # pytest leaves its `path` parameter unannotated
     yield
 
 

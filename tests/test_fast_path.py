@@ -138,11 +138,11 @@ def _epoch(loader: torch.utils.data.DataLoader[Any]) -> tuple[list[torch.Tensor]
 @pytest.mark.parametrize("drop_last", [True, False])
 @pytest.mark.parametrize("skip", [0, 1, 5, 9, 10])  # 10 batches of 4 from 38 samples (9 without the last)
 def test_fast_skip_yields_what_accelerates_skip_yields(shuffle: bool, drop_last: bool, skip: int) -> None:
-    from accelerate.data_loader import skip_first_batches as _accelerate_skip
+    from accelerate.data_loader import skip_first_batches as _accelerate_skip  # pyright: ignore[reportMissingTypeStubs, reportUnknownVariableType]  # untyped
 
     from pta._accelerate import skip_first_batches
 
-    accelerate_skip: Any = _accelerate_skip  # untyped
+    accelerate_skip: Any = _accelerate_skip  # pyright: ignore[reportUnknownVariableType]  # untyped
     skip = min(skip, 9 if drop_last else 10)  # a resume never skips more batches than the epoch has
 
     fast, fast_rng = _epoch(skip_first_batches(_prepared_loader(38, 4, shuffle, drop_last), skip))
@@ -154,19 +154,19 @@ def test_fast_skip_yields_what_accelerates_skip_yields(shuffle: bool, drop_last:
 
 
 def test_fast_skip_builds_no_skipped_batch() -> None:
-    from accelerate.data_loader import SkipBatchSampler
+    from accelerate.data_loader import SkipBatchSampler  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 
     from pta._accelerate import _SkipSampler, skip_first_batches
 
     skipped = skip_first_batches(_prepared_loader(400, 4, True, False), 90)
-    skipper = skipped.batch_sampler
+    skipper: Any = skipped.batch_sampler  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]  # accelerate is untyped
     assert isinstance(skipper, SkipBatchSampler) and skipper.skip_batches == 0  # no per-batch loop over 90 batches
-    assert isinstance(skipper.batch_sampler.sampler, _SkipSampler)
+    assert isinstance(skipper.batch_sampler.sampler, _SkipSampler)  # pyright: ignore[reportUnknownMemberType]  # untyped attributes
     assert len(skipped) == 10
 
 
 def test_other_batch_samplers_keep_accelerates_skip() -> None:
-    from accelerate.data_loader import SkipBatchSampler
+    from accelerate.data_loader import SkipBatchSampler  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 
     from pta._accelerate import skip_first_batches
 
@@ -175,5 +175,6 @@ def test_other_batch_samplers_keep_accelerates_skip() -> None:
 
     sampler = Custom(torch.utils.data.SequentialSampler(range(20)), batch_size=4, drop_last=False)
     skipped = skip_first_batches(torch.utils.data.DataLoader(regression_data(n=20), batch_sampler=sampler), 2)
-    assert isinstance(skipped.batch_sampler, SkipBatchSampler) and skipped.batch_sampler.skip_batches == 2
+    skipper: Any = skipped.batch_sampler  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]  # accelerate is untyped
+    assert isinstance(skipper, SkipBatchSampler) and skipper.skip_batches == 2
     assert [x.shape[0] for x, _ in skipped] == [4, 4, 4]

@@ -7,8 +7,11 @@ type patched in: the decision is a pure function of the accelerator's state.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
+from accelerate.utils.dataclasses import DistributedType  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 
 from pta._accelerate import AcceleratorAdapter
 from tests._helpers import linear_model
@@ -25,8 +28,13 @@ def _prepared(optimizer_class: type[torch.optim.SGD] = torch.optim.SGD
 
 def _as(monkeypatch: pytest.MonkeyPatch, adapter: AcceleratorAdapter, name: str) -> None:
     """Makes the adapter's accelerator report the distributed type ``name`` (a ``DistributedType`` member)."""
-    distributed_type = type(adapter.accelerator.distributed_type)[name]
-    monkeypatch.setattr(type(adapter.accelerator), "distributed_type", property(lambda self: distributed_type))
+    distributed_type = DistributedType[name]
+
+    def patched(self: object) -> DistributedType:
+        return distributed_type
+
+    accelerator_class = cast("type[object]", type(adapter.accelerator))  # accelerate is untyped
+    monkeypatch.setattr(accelerator_class, "distributed_type", property(patched))
 
 
 @pytest.mark.parametrize("name", ["DEEPSPEED", "MEGATRON_LM", "XLA"])

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from pta.finetuning import BN_MODULES, Layer, LayerGroup, ModelFreezer
+from tests._helpers import manual_seed
 
 
 class Net(nn.Module):
@@ -20,7 +21,7 @@ class Net(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        torch.manual_seed(0)
+        manual_seed(0)
         self.input = nn.Linear(4, 4)
         self.block = nn.Sequential(
             nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU())

@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from pta import BatchOutput, DefaultTrainer, TrainerCallback
 from pta._accelerate import AcceleratorAdapter
-from tests._helpers import max_abs_diff, mlp, params_of, regression_data
+from tests._helpers import max_abs_diff, mlp, optimizer_step, params_of, regression_data
 
 QUIET: tuple[TrainerCallback, ...] = ()  # no console output
 NO_SHUFFLE: dict[str, Any] = {"shuffle": False}
@@ -57,7 +57,7 @@ def plain_window_loop(
                 nn.utils.clip_grad_value_(model.parameters(), clip_value)
             if clip_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-            optimizer.step()
+            optimizer_step(optimizer)
 
 
 def train_pta(
@@ -120,7 +120,7 @@ def test_short_last_window_is_weighted_by_its_real_size() -> None:
         for batch in windows(window.stop - window.start, 4):
             sl = slice(window.start + batch.start, window.start + batch.stop)
             torch.autograd.backward(F.mse_loss(naive(x[sl]), y[sl]) / 4)
-        optimizer.step()
+        optimizer_step(optimizer)
     reference = copy.deepcopy(model)
     plain_window_loop(reference, dataset, 16, epochs=1)
 
@@ -179,7 +179,7 @@ def plain_masked_loop(model: nn.Module, dataset: TensorDataset, samples_per_wind
             else:
                 items = max(float(mask[window].sum()), 1.0)
                 torch.autograd.backward(masked_sum(model, x[window], y[window], mask[window]) / items)
-            optimizer.step()
+            optimizer_step(optimizer)
 
 
 def train_masked(model: nn.Module, dataset: TensorDataset, b: int, k: int, epochs: int) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from torch.utils.data import TensorDataset
 from pta import ConfigurationError, DefaultTrainer, DevicePlacementMixin, GradAccumMixin, TrainerBase, TrainerCallback
 from pta.callbacks import CSVLoggerCallback, get_default_callbacks
 from pta.lr_finder import LRFinderResult, lr_find, suggest
-from tests._helpers import regression_data
+from tests._helpers import manual_seed, regression_data
 
 
 def least_squares(n: int = 4096) -> TensorDataset:
@@ -28,7 +29,7 @@ def least_squares(n: int = 4096) -> TensorDataset:
 
 
 def _sgd_trainer(lr: float = 0.1, **kwargs: Any) -> DefaultTrainer:
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Linear(8, 1)
     return DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=lr), **kwargs)
 
@@ -45,7 +46,7 @@ def test_finds_the_known_good_learning_rate(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_the_trainer_is_restored_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
     optimizer = torch.optim.AdamW([{"params": model[0].parameters(), "lr": 1e-3},
                                    {"params": model[2].parameters(), "lr": 2e-3}])
@@ -59,10 +60,10 @@ def test_the_trainer_is_restored_exactly(tmp_path: Path, capsys: pytest.CaptureF
     history = trainer.run_history.get_metric_values("train_loss_epoch")
     handler, before = trainer.callback_handler, list(trainer.callback_handler.callbacks)
     random.seed(1)
-    torch.manual_seed(1)
+    manual_seed(1)
     expected_draws = (random.random(), torch.rand(3))
     random.seed(1)
-    torch.manual_seed(1)
+    manual_seed(1)
 
     result = lr_find(trainer, least_squares(256), num_steps=20, per_device_batch_size=32)
 
@@ -87,7 +88,7 @@ def test_param_groups_keep_their_ratio() -> None:
     optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1},
                                  {"params": model[1].parameters(), "lr": 0.3}])
     seen: list[list[float]] = []
-    original = optimizer.step
+    original = cast("Callable[..., Any]", optimizer.step)  # pyright: ignore[reportUnknownMemberType]  # SGD.step(closure=None) is unannotated
 
     def step(*args: Any, **kwargs: Any) -> Any:
         seen.append([g["lr"] for g in optimizer.param_groups])
@@ -105,7 +106,7 @@ class AccumTrainer(GradAccumMixin[Any], DevicePlacementMixin[Any], TrainerBase[A
 
 
 def test_works_with_other_compositions_and_accumulation(capsys: pytest.CaptureFixture[str]) -> None:
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Linear(8, 1)
     trainer = AccumTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     result = lr_find(trainer, least_squares(1024), start_lr=1e-4, end_lr=10, num_steps=30,

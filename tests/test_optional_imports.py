@@ -15,7 +15,7 @@ from tests._optional import import_or_skip
                                      "import not_a_module_anywhere_12"])
 def test_a_broken_install_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
     (tmp_path / "broken_pkg_12.py").write_text(failure + "\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))  # pyright: ignore[reportUnknownMemberType]  # pytest leaves its `path` parameter unannotated
     monkeypatch.delitem(sys.modules, "broken_pkg_12", raising=False)
     with pytest.raises(pytest.skip.Exception, match="broken_pkg_12 is not usable here"):
         import_or_skip("broken_pkg_12")

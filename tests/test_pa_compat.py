@@ -109,15 +109,15 @@ def test_declared_on_prefixed_custom_event() -> None:
 
 def test_a_misspelled_event_fails_at_class_creation() -> None:
     with pytest.raises(TypeError, match=r"on_train_step_ends.*did you mean 'on_train_step_end'.*custom_events"):
-        class Typo(TrainerCallback):
+        class Typo(TrainerCallback):  # pyright: ignore[reportUnusedClass]  # defining it is what raises
             def on_train_step_ends(self, trainer: Any, **kwargs: Any) -> None:
                 pass
     with pytest.raises(TypeError, match="did you mean 'on_eval_epoch_end'"):
-        class Typo2(TrainerCallback):
+        class Typo2(TrainerCallback):  # pyright: ignore[reportUnusedClass]  # defining it is what raises
             def on_eval_epoh_end(self, trainer: Any, **kwargs: Any) -> None:
                 pass
     with pytest.raises(TypeError, match="built-in event"):
-        class Redeclared(TrainerCallback):
+        class Redeclared(TrainerCallback):  # pyright: ignore[reportUnusedClass]  # defining it is what raises
             custom_events = ("on_train_step_end",)
 
 

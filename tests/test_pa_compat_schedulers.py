@@ -44,7 +44,7 @@ def test_user_stateful_scheduler_keeps_pa_step_contract() -> None:
     optimizer = two_group_optimizer()
     scheduler = UpdateCountAsLr(optimizer)
     assert lrs(optimizer) == [0.5, 0.05]  # the first update uses the groups' own lrs
-    seen = []
+    seen: list[list[float]] = []
     for _ in range(3):
         scheduler.step()
         seen.append(lrs(optimizer))
@@ -106,7 +106,7 @@ def test_wsd_loads_a_pa_state_and_keeps_its_position() -> None:
 def test_wsd_previous_checkpoint_step() -> None:
     scheduler = WSDLrScheduler(two_group_optimizer(), total_steps=40, decay_phase_ratio=0.25, num_checkpoints=2)
     assert [info["pre_decay_step"] for info in scheduler.get_decay_info()] == [15, 35]
-    seen = []
+    seen: list[int | None] = []
     for _ in range(40):
         seen.append(scheduler.previous_checkpoint_step)
         scheduler.step()

@@ -13,7 +13,7 @@ import functools
 import importlib
 import inspect
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -27,6 +27,7 @@ from torch.utils.data import TensorDataset
 from typing_extensions import override
 
 import pta
+import pta.trainer
 from pta import DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta.callbacks import get_default_callbacks
 from pta.callbacks.base import EVENTS
@@ -35,7 +36,7 @@ from tests._helpers import max_abs_diff, mlp, params_of, regression_data
 
 
 @contextmanager
-def _rng_preserved() -> Iterator[None]:
+def _rng_preserved() -> Generator[None, None, None]:
     """Restore torch's, Python's and NumPy's global RNG states (NumPy comes with Accelerate)."""
     torch_state, python_state, numpy_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
     try:
@@ -273,7 +274,7 @@ def pa_public_names(module_name: str) -> list[str]:
 
 
 def _public_name_cases() -> list[Any]:
-    cases = []
+    cases: list[Any] = []
     for module_name in MODULES:
         for name in pa_public_names(module_name):
             marks = [pytest.mark.xfail(reason=f"not in pta yet: pta.{module_name or '__init__'}.{name}", strict=False)

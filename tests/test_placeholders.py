@@ -96,7 +96,8 @@ def test_placeholders_resolve_at_every_level_of_nesting() -> None:
     level2 = functools.partial(level1, b=P.NUM_EPOCHS * 2)
     level2.tag = 2  # type: ignore[attr-defined]
     level3 = functools.partial(level2, c=P.NUM_EPOCHS + 1)
-    assert isinstance(level3.func, functools.partial) and isinstance(level3.func.func, functools.partial)
+    # isinstance narrows to partial[Unknown], whose .func pyright strict calls partially unknown
+    assert isinstance(level3.func, functools.partial) and isinstance(level3.func.func, functools.partial)  # pyright: ignore[reportUnknownMemberType]
     trainer: Any = SimpleNamespace(run_config=SimpleNamespace(num_epochs=3))
     assert replace_trainer_placeholder_values(trainer, level3)() == {"a": 3, "b": 6, "c": 4}
 

@@ -31,7 +31,7 @@ def test_predict_step_can_be_customised() -> None:
     model = linear_model()
     trainer = Classes(model, torch.nn.MSELoss(), None, callbacks=())
     data = regression_data(n=10)
-    assert trainer.predict(data).tolist() == (model(data.tensors[0]) > 0).long().squeeze(1).tolist()
+    assert trainer.predict(data).tolist() == (model(data.tensors[0]) > 0).long().squeeze(1).tolist()  # pyright: ignore[reportUnknownMemberType]  # Tensor.tolist() is untyped
 
 
 def test_predict_works_on_the_bare_base() -> None:

@@ -19,6 +19,7 @@ from typing_extensions import override
 
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta.protocols import TrainerLike
+from tests._helpers import manual_seed
 
 EPOCHS = 3
 BATCHES_PER_EPOCH = 7  # 52 samples in batches of 8
@@ -31,7 +32,7 @@ def _data() -> TensorDataset:
 
 
 def _model() -> nn.Module:
-    torch.manual_seed(0)
+    manual_seed(0)
     return nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 1))
 
 
@@ -53,7 +54,7 @@ class StopAfter(TrainerCallback):
 def _run(callbacks: list[TrainerCallback], resume_from: Path | str | None = None, *, workers: int = 0,
          accumulation: int = 1, max_steps: int | None = None, rng_seed: int = 0) -> DefaultTrainer | None:
     reset_accelerate_state()
-    torch.manual_seed(rng_seed)  # resumed runs start from unrelated global RNG states
+    manual_seed(rng_seed)  # resumed runs start from unrelated global RNG states
     model = _model()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2), callbacks=callbacks)
     try:

@@ -13,6 +13,7 @@ from typing_extensions import override
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta.callbacks import EarlyStoppingCallback, ModelEmaCallback, SaveBestModelCallback
 from pta.protocols import TrainerLike
+from tests._helpers import manual_seed
 from tests.test_resume import StopAfter, _data, _model
 
 EPOCHS = 6  # early stopping ends the run after epoch 4: the 1st value sets the best, 3 more epochs fail the threshold
@@ -47,7 +48,7 @@ def _callbacks(directory: Path) -> list[TrainerCallback]:
 
 def _run(callbacks: list[TrainerCallback], resume_from: Path | None = None, seed: int = 0) -> DefaultTrainer | None:
     reset_accelerate_state()
-    torch.manual_seed(seed)
+    manual_seed(seed)
     model = _model()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2), callbacks=callbacks)
     try:

@@ -176,8 +176,13 @@ def test_disk_full_during_a_save_raises_checkpoint_error_and_keeps_earlier_state
     _assert_complete(tmp_path / "latest", {2})
 
 
+def _disk_usage_reporting(free: list[int]) -> Callable[[object], types.SimpleNamespace]:
+    """A ``shutil.disk_usage`` stand-in: ``free[0]`` bytes free (read at each call)."""
+    return lambda path: types.SimpleNamespace(free=free[0])
+
+
 def test_free_space_is_checked_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=100))
+    monkeypatch.setattr(shutil, "disk_usage", _disk_usage_reporting([100]))
     with pytest.raises(CheckpointError, match=r"no space left on device .*100 bytes free"):
         _train([SaveAt(tmp_path, "state", (2,))], 3)
     assert list(tmp_path.iterdir()) == []
@@ -186,7 +191,7 @@ def test_free_space_is_checked_before_writing(tmp_path: Path, monkeypatch: pytes
 def test_torch_reports_a_full_disk_as_no_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.save on a full disk says "unexpected pos"; the error names the real cause."""
     free = [10**12]
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=free[0]))
+    monkeypatch.setattr(shutil, "disk_usage", _disk_usage_reporting(free))
 
     def torch_on_full_disk(*args: Any, **kwargs: Any) -> None:
         free[0] = 0

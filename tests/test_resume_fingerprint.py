@@ -15,6 +15,7 @@ from typing_extensions import override
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta._validation import ConfigurationError
 from pta.protocols import TrainerLike
+from tests._helpers import manual_seed
 from tests.test_resume import StopAfter, _data, _model
 
 
@@ -30,7 +31,7 @@ def _run(callbacks: list[TrainerCallback], resume_from: Path | None = None, *, b
          accumulation: int = 1, data: TensorDataset | None = None, optimizer: str = "AdamW", hidden: int = 16,
          allow: tuple[str, ...] = ()) -> DefaultTrainer:
     reset_accelerate_state()
-    torch.manual_seed(0)
+    manual_seed(0)
     model = _model() if hidden == 16 else nn.Sequential(nn.Linear(4, hidden), nn.Dropout(0.3), nn.ReLU(),
                                                         nn.Linear(hidden, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2) if optimizer == "AdamW" else torch.optim.SGD(

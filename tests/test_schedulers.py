@@ -40,7 +40,7 @@ def lrs_of(opt: Optimizer) -> list[float]:
 
 def run(scheduler: StatefulSchedulerBase, steps: int) -> list[list[float]]:
     """The lrs each of ``steps`` updates uses, stepping the scheduler after each."""
-    used = []
+    used: list[list[float]] = []
     for _ in range(steps):
         used.append(lrs_of(scheduler.optimizer))
         scheduler.step()

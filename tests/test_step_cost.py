@@ -52,6 +52,10 @@ class SaveAndCrash(TrainerCallback):
             raise KeyboardInterrupt  # the process dies right after the save
 
 
+def _no_running_loss(trainer: object, phase: object) -> None:
+    """``pta.callbacks.nan.running_loss`` for a trainer that keeps no running loss sums."""
+
+
 def _train(dataset: Counting, callbacks: list[TrainerCallback], resume_from: Path | None = None) -> None:
     model = linear_model()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01), callbacks=callbacks)
@@ -111,7 +115,7 @@ def test_nan_guard_stops_at_the_first_check_after_the_nan(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(TerminateOnNaNCallback, "_observe", counting)
     if not trainer_keeps_a_sum:  # a trainer without pta's running loss sums: the guard sums itself
-        monkeypatch.setattr(pta.callbacks.nan, "running_loss", lambda trainer, phase: None)
+        monkeypatch.setattr(pta.callbacks.nan, "running_loss", _no_running_loss)
     loss = NanOnCall(6)
     guard = _nan_run(loss)
     assert guard.triggered and loss.calls == 8  # NaN at step 6, found by the check after step 8
@@ -174,7 +178,7 @@ def _python_calls(num_batches: int, callbacks: Sequence[TrainerCallback]) -> int
 
 def test_python_calls_per_step_do_not_grow_with_the_run_or_with_idle_callbacks() -> None:
     _python_calls(2, [])  # first-use imports and caches out of the way
-    per_step = []
+    per_step: list[float] = []
     for callbacks in ([], [RunStartOnly() for _ in range(50)]):
         counts = [_python_calls(n, callbacks) for n in (8, 16, 32)]
         per_step.append((counts[1] - counts[0]) / 8)

@@ -34,7 +34,7 @@ class BatchLosses(TrainerCallback):
 
     @override
     def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
-        self.losses.append((trainer.num_updates, float(batch_output["loss"].item()), int(batch_output["batch_size"])))
+        self.losses.append((trainer.num_updates, float(batch_output["loss"].item()), int(batch_output.get("batch_size", -1))))
         assert trainer.optimizer is not None
         self.lrs[trainer.num_updates] = [float(group["lr"]) for group in trainer.optimizer.param_groups]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from accelerate.tracking import GeneralTracker
+from accelerate.tracking import GeneralTracker  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 from typing_extensions import override
 
 import pta._accelerate

@@ -61,7 +61,7 @@ def source(name: str) -> str:
 
 def expected(name: str, checker: str) -> list[Expected]:
     pattern = _MYPY_MARK if checker == "mypy" else _PYRIGHT_MARK
-    found = []
+    found: list[Expected] = []
     for number, text in enumerate(source(name).splitlines(), start=1):
         comment = text.partition("#")[2]
         match = pattern.search(comment)
@@ -96,7 +96,7 @@ def mypy_run(snippet_dir: Path) -> Iterator[CheckerRun]:
         stdout, stderr, _status = mypy_api.run(args)
     assert not stderr.strip(), stderr
     errors: dict[str, list[Reported]] = {name: [] for name in SNIPPETS}
-    other = []
+    other: list[str] = []
     for text in stdout.splitlines():
         match = _MYPY_LINE.match(text)
         if match is None:
@@ -127,7 +127,7 @@ def pyright_run(snippet_dir: Path) -> Iterator[CheckerRun]:
     )
     report = json.loads(result.stdout)
     errors: dict[str, list[Reported]] = {name: [] for name in SNIPPETS}
-    other = []
+    other: list[str] = []
     for diagnostic in report["generalDiagnostics"]:
         if diagnostic["severity"] != "error":
             continue

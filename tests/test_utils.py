@@ -33,6 +33,7 @@ from pta.utils import (
     worker_init_fn,
     world_process_zero_only,
 )
+from tests._helpers import manual_seed
 
 
 # ---------------------------------------------------------------------------------------------- remove_padding
@@ -205,7 +206,7 @@ def weight(module: nn.Module, name: str = "0.weight") -> Tensor:
 
 
 def bn_model(seed: int = 0) -> nn.Sequential:
-    torch.manual_seed(seed)
+    manual_seed(seed)
     return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
 
 
@@ -353,12 +354,12 @@ def test_worker_init_fn_gives_reproducible_and_distinct_worker_streams() -> None
 
 
 def test_worker_init_fn_seeds_numpy_and_random_from_torch() -> None:
-    torch.manual_seed(123)
+    manual_seed(123)
     worker_init_fn(0)
     a = (float(np.random.rand()), random.random())
-    torch.manual_seed(123)
+    manual_seed(123)
     worker_init_fn(5)  # the seed comes from torch's, not from the worker id
     assert (float(np.random.rand()), random.random()) == a
-    torch.manual_seed(124)
+    manual_seed(124)
     worker_init_fn(0)
     assert (float(np.random.rand()), random.random()) != a

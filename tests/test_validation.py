@@ -7,7 +7,8 @@ from __future__ import annotations
 import functools
 import types
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import torch
@@ -45,7 +46,7 @@ class Setup:
     trainer: DefaultTrainer[Any]
     spy: EventSpy
     before: list[torch.Tensor]
-    optimizer_steps: list[int] = field(default_factory=list)
+    optimizer_steps: list[int] = field(default_factory=list[int])
 
     def assert_no_work_done(self) -> None:
         assert self.spy.events == []
@@ -63,7 +64,7 @@ def _setup(monkeypatch: pytest.MonkeyPatch, trainer_cls: type[DefaultTrainer[Any
     trainer = trainer_cls(model, nn.MSELoss(), optimizer, callbacks=[spy])
     setup = Setup(trainer, spy, params_of(model))
     if optimizer is not None:
-        step = optimizer.step
+        step = cast("Callable[..., Any]", optimizer.step)  # pyright: ignore[reportUnknownMemberType]  # SGD.step(closure=None) is unannotated
 
         def counting_step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
             setup.optimizer_steps.append(1)

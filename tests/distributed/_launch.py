@@ -61,7 +61,8 @@ def _descendants(pid: int) -> list[int]:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = [], [pid]
+    found: list[int] = []
+    queue = [pid]
     while queue:
         for child in children.get(queue.pop(), []):
             found.append(child)

@@ -53,14 +53,14 @@ def test_torchrun_max_restarts_survives_a_killed_worker_and_ends_exactly(
 def _two_nodes(out_dir: Path, mode: str) -> list[str]:
     """Two torchrun agents, one process each, as nodes 0 and 1 of one run on loopback; their outputs."""
     port = free_port()
-    agents = []
+    agents: list[subprocess.Popen[str]] = []
     for node in (0, 1):
         command = [str(Path(sys.executable).with_name("torchrun")), "--nnodes", "2", "--node_rank", str(node),
                    "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
                    str(SCRIPT), str(out_dir), mode]
         agents.append(subprocess.Popen(command, cwd=REPO_ROOT, env=clean_env(), stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True, start_new_session=True))
-    outputs = []
+    outputs: list[str] = []
     try:
         for agent in agents:
             outputs.append(agent.communicate(timeout=TIMEOUT_S)[0])

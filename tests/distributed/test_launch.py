@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import pta
+import pta._accelerate
 from pta import LaunchError
 from pta._launch_checks import check_world_size, fill_launch_defaults
 from tests.distributed._launch import REPO_ROOT, run_python, run_torchrun
@@ -76,7 +77,7 @@ def test_check_world_size_compares_the_launch_with_accelerate(monkeypatch: pytes
 def test_check_world_size_compares_torch_distributed_with_accelerate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)  # pyright: ignore[reportUnknownLambdaType, reportUnknownArgumentType]  # `group` mirrors the untyped original
     with pytest.raises(LaunchError, match="torch.distributed world size is 2"):
         check_world_size(1)
     monkeypatch.setenv("WORLD_SIZE", "2")

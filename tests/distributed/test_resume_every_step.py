@@ -20,7 +20,7 @@ def test_two_process_resume_from_every_position_is_exact(tmp_path: Path, config:
     for process_rank, result in enumerate(load_results(tmp_path)):
         reference = result["reference"]
         assert len(result["names"]) == 2 * (4 + 2)  # 4 steps and 2 epoch-level points per epoch
-        inexact = []
+        inexact: list[str] = []
         for name in result["names"]:
             resumed = result["resumed"][name]
             same_params = all(torch.equal(a, b) for a, b in zip(reference["params"], resumed["params"], strict=True))

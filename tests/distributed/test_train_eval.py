@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests._helpers import mlp
+from tests._helpers import mlp, optimizer_step
 from tests.distributed._launch import run_torchrun
 from tests.distributed.workers import train_eval as worker
 from tests.distributed.workers._common import load_results
@@ -81,7 +81,7 @@ def test_ddp_update_equals_single_process_update_on_the_combined_batch(results: 
         for start in range(0, len(x), combined):
             loss = nn.functional.mse_loss(model(x[start:start + combined]), y[start:start + combined])
             torch.autograd.backward(loss)
-            optimizer.step()
+            optimizer_step(optimizer)
             optimizer.zero_grad()
     expected = {k: v.detach() for k, v in model.state_dict().items()}
     for key, value in results[0]["train"]["final"].items():

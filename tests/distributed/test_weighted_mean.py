@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from tests._helpers import linear_model
 from tests.distributed._launch import run_torchrun

@@ -17,14 +17,14 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pta import DefaultTrainer
+from pta import DefaultTrainer, set_seed
 
 
 def train_and_report() -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=generator)
     data = TensorDataset(x, x.sum(1, keepdim=True))
-    torch.manual_seed(0)
+    set_seed(0)
     model = nn.Linear(4, 1)
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=())
     trainer.train(data, num_epochs=1, per_device_batch_size=8)

@@ -8,10 +8,10 @@ import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from accelerate.utils.dataclasses import InitProcessGroupKwargs
+from accelerate.utils.dataclasses import InitProcessGroupKwargs  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 
 from pta import AcceleratorKwargs
 
@@ -66,5 +66,5 @@ def load_results(out_dir: Path, nproc: int = 2) -> list[dict[str, Any]]:
         assert path.exists(), f"rank {process_rank} wrote no result ({path})"
         loaded = torch.load(path, weights_only=True)
         assert isinstance(loaded, dict)
-        results.append(loaded)
+        results.append(cast("dict[str, Any]", loaded))  # what run_worker saved
     return results

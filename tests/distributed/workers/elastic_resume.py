@@ -24,6 +24,7 @@ from typing_extensions import override
 from pta import DefaultTrainer, TrainerCallback
 from pta.callbacks import SaveTrainingStateCallback, StopTrainingError
 from pta.protocols import TrainerLike
+from tests._helpers import manual_seed
 from tests.distributed.workers._common import accelerator_options, rank, run_worker
 from tests.distributed.workers.resume_every_step import data
 
@@ -52,7 +53,7 @@ class Fault(TrainerCallback):
 
 def main(out_dir: Path) -> dict[str, Any]:
     mode = sys.argv[2]
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 1))
     saver = SaveTrainingStateCallback(out_dir / "states", save_every_n_steps=2, save_at_end=False)
     trainer = EveryStepAgreement(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2),

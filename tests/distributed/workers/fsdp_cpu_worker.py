@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils.dataclasses import FullyShardedDataParallelPlugin
+from accelerate.utils.dataclasses import FullyShardedDataParallelPlugin  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 from torch import nn
 
 from pta import ConfigurationError, DefaultTrainer

@@ -18,6 +18,7 @@ from torch.utils.data import TensorDataset
 
 from pta import DefaultTrainer
 from pta.lr_finder import lr_find
+from tests._helpers import manual_seed
 from tests.distributed.workers._common import accelerator_options, run_worker
 
 
@@ -29,7 +30,7 @@ def least_squares(n: int = 4096) -> TensorDataset:
 
 
 def main(out_dir: Path) -> dict[str, Any]:
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Linear(8, 1)
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=(),
                              accelerator_options=accelerator_options())

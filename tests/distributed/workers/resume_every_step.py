@@ -22,6 +22,7 @@ from typing_extensions import override
 
 from pta import DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta.protocols import TrainerLike
+from tests._helpers import manual_seed
 from tests.distributed.workers._common import accelerator_options, run_worker
 
 EPOCHS, BATCH_SIZE, TRAIN_SIZE = 2, 4, 30
@@ -56,9 +57,9 @@ class SaveEverywhere(TrainerCallback):
 
 def run(config: str, callbacks: list[TrainerCallback], resume_from: Path | None = None) -> dict[str, Any]:
     reset_accelerate_state()
-    torch.manual_seed(1234 if resume_from is None else 99)  # a resumed run starts from an unrelated RNG state
+    manual_seed(1234 if resume_from is None else 99)  # a resumed run starts from an unrelated RNG state
     model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 1))
-    torch.manual_seed(0)
+    manual_seed(0)
     model.load_state_dict({k: torch.randn_like(v) * 0.3 for k, v in model.state_dict().items()})
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2),
                              callbacks=callbacks, accelerator_options=accelerator_options(), seed=5)

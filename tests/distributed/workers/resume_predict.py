@@ -13,6 +13,7 @@ from typing_extensions import override
 from pta import DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta.protocols import TrainerLike
 from pta.schedulers import CosineLrScheduler
+from tests._helpers import manual_seed
 from tests.distributed.workers._common import accelerator_options, run_worker
 
 LR_MIN = 1e-4
@@ -37,7 +38,7 @@ class Stop(TrainerCallback):
 
 def run(callbacks: list[TrainerCallback], resume_from: Path | None = None) -> DefaultTrainer | None:
     reset_accelerate_state()
-    torch.manual_seed(0)
+    manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.2), nn.ReLU(), nn.Linear(16, 1))
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=callbacks,
                              accelerator_options=accelerator_options())

@@ -38,7 +38,7 @@ def fail() -> str:
 def gathered(tag: str) -> list[Any]:
     """Every rank's ``(tag, rank)``: a collective that pairs up only if both ranks passed equal barriers."""
     out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, (tag, rank()))
+    torch.distributed.all_gather_object(out, (tag, rank()))  # pyright: ignore[reportUnknownMemberType]  # torch leaves its parameters unannotated
     return out
 
 

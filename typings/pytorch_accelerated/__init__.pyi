@@ -1,0 +1,1 @@
+from pytorch_accelerated.trainer import Trainer as Trainer, TrainerPlaceholderValues as TrainerPlaceholderValues
