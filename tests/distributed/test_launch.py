@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import pta
-import pta._accelerate
+import pta._launch_checks
 from pta import LaunchError
 from pta._launch_checks import check_world_size, fill_launch_defaults
 from tests.distributed._launch import REPO_ROOT, run_python, run_torchrun
