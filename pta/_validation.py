@@ -14,8 +14,6 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import IterableDataset
 
-from pta._accelerate import unwrap_optimizer
-
 
 class ConfigurationError(ValueError):
     """An argument or a trainer composition that cannot work; the message names it and the fix."""
@@ -86,6 +84,8 @@ def check_seed(seed: object) -> None:
 def check_optimizer_parameters(model: nn.Module, loss_func: object, optimizer: torch.optim.Optimizer) -> None:
     """Every parameter the optimizer updates belongs to the model (or to a loss module): an optimizer
     built over another model's parameters would train nothing the run uses."""
+    from pta._accelerate import unwrap_optimizer  # local: pta._accelerate imports this module
+
     if unwrap_optimizer(optimizer) is not optimizer:
         return  # prepared by an earlier run together with the model (FSDP/DeepSpeed hold flattened copies)
     own = {id(p) for p in model.parameters()}
