@@ -17,7 +17,7 @@ import torch
 
 from pta import TrainerPlaceholderValues
 from pta._validation import check_optimizer_parameters
-from pta.callbacks import SaveTrainingStateCallback
+from pta.callbacks import SaveTrainingStateCallback, WSDCheckpointCallback
 from pta.callbacks._console import parameter_counts, start_line
 from pta.placeholders import replace_trainer_placeholder_values
 from pta.run_config import TrainerRunConfig
@@ -157,6 +157,7 @@ def test_wsd_pa_compatible_gives_pas_learning_rates() -> None:
     before = scheduler.previous_checkpoint_step
     pa += _used_lrs(scheduler, 11)
     assert (before, scheduler.previous_checkpoint_step) == (None, 89)  # pa's value, set when its decay begins
+    assert scheduler.get_current_step() == 99  # as in both libraries: the index of the last update (for the callback)
     assert pa[:92] == [0.1] * 92
     assert pa[-1] == pytest.approx(0.1 * (0.1 + 0.9 * (1 - math.sqrt(0.8))))
     default = _used_lrs(make(), 100)
@@ -185,3 +186,15 @@ def test_wsd_warmup_running_into_the_decay_warns_instead_of_refusing() -> None:
     used = _used_lrs(scheduler, 100)
     assert used[0] == 0.0 and used[93] == pytest.approx(0.1 * 93 / 94) and used[-1] == pytest.approx(0.01)
     assert all(a >= b for a, b in zip(used[94:], used[95:]))  # the second half of the decay
+
+
+@pytest.mark.parametrize("pa_compatible", [False, True])
+def test_wsd_checkpoint_callback_saves_at_the_same_updates_with_a_pa_compatible_scheduler(
+        tmp_path: Path, pa_compatible: bool) -> None:
+    callback = WSDCheckpointCallback(save_dir=tmp_path)
+    trainer = quiet_trainer(mlp(), callbacks=[callback])
+    trainer.train(regression_data(16), num_epochs=2, per_device_batch_size=4,
+                  create_scheduler_fn=WSDLrScheduler.create_scheduler_fn(decay_phase_ratio=0.25,
+                                                                         pa_compatible=pa_compatible))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "checkpoint_6_wsd_pre_decay", "checkpoint_8_wsd_post_decay.pt"]

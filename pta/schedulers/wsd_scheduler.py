@@ -181,7 +181,7 @@ class WSDLrScheduler(StatefulSchedulerBase):
 
         Same value as pytorch-accelerated's, so ``get_current_step() + 1`` is the number of completed updates.
         """
-        return self._num_updates - 1
+        return self._num_updates if self._pa else self._num_updates - 1  # pa's count is one behind
 
     @property
     def previous_checkpoint_step(self) -> int | None:
