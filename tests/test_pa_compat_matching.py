@@ -107,7 +107,7 @@ def _sgd(lr: float = 0.1) -> torch.optim.Optimizer:
 
 def _used_lrs(scheduler: StatefulSchedulerBase, updates: int) -> list[float]:
     """The lr each optimizer update uses, with step() after every update (as the trainer does)."""
-    used = []
+    used: list[float] = []
     for _ in range(updates):
         used.append(float(scheduler.optimizer.param_groups[0]["lr"]))
         scheduler.step()
