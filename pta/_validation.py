@@ -81,9 +81,12 @@ def check_seed(seed: object) -> None:
                                  "pass e.g. seed=42 to the trainer")
 
 
-def check_optimizer_parameters(model: nn.Module, loss_func: object, optimizer: torch.optim.Optimizer) -> None:
+def check_optimizer_parameters(model: object, loss_func: object, optimizer: object) -> None:
     """Every parameter the optimizer updates belongs to the model (or to a loss module): an optimizer
-    built over another model's parameters would train nothing the run uses."""
+    built over another model's parameters would train nothing the run uses. Test doubles (a ``Mock``
+    model or optimizer, as in pytorch-accelerated's tests) have no parameters to compare: not checked."""
+    if not isinstance(model, nn.Module) or not isinstance(optimizer, torch.optim.Optimizer):
+        return
     if unwrap_optimizer(optimizer) is not optimizer:
         return  # prepared by an earlier run together with the model (FSDP/DeepSpeed hold flattened copies)
     own = {id(p) for p in model.parameters()}

@@ -37,8 +37,11 @@ class TrainerPlaceholderValues(IntEnum):
 
     def resolve(self, trainer: TrainerLike) -> int:
         config = trainer.run_config
-        if self in (TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
-                    TrainerPlaceholderValues.PER_PROCESS_NUM_UPDATE_STEPS_PER_EPOCH):
+        # Each reads the run_config field of its name, as in pytorch-accelerated; pta's trainers set both
+        # fields to the per-process update count (a run_config built by hand is taken as it is).
+        if self is TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH:
+            return config.num_update_steps_per_epoch
+        if self is TrainerPlaceholderValues.PER_PROCESS_NUM_UPDATE_STEPS_PER_EPOCH:
             return config.num_local_update_steps_per_epoch
         if self is TrainerPlaceholderValues.NUM_EPOCHS:
             return config.num_epochs

@@ -516,11 +516,13 @@ def test_save_training_state_counts_updates_and_keeps_the_newest(tmp_path: Path)
     assert meta(tmp_path / "final")["num_updates"] == 8
 
 
-def test_save_training_state_every_epoch_after_its_evaluation(tmp_path: Path) -> None:
+def test_save_training_state_every_epoch_before_its_evaluation(tmp_path: Path) -> None:
+    """As pytorch-accelerated: at on_train_epoch_end; a resume runs that epoch's evaluation
+    (exactness: tests/test_pa_compat_matching.py)."""
     callback = SaveTrainingStateCallback(tmp_path, save_every_n_epochs=1, save_at_end=False)
     train(make_trainer(callback), eval_dataset=data(16, seed=1))
     assert state_names(tmp_path) == {"epoch_1", "epoch_2"}
-    assert meta(tmp_path / "epoch_1")["phase"] == "done"
+    assert meta(tmp_path / "epoch_1")["phase"] == "eval"
 
 
 def test_save_training_state_names_do_not_collide_after_a_resume(tmp_path: Path) -> None:

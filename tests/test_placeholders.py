@@ -63,7 +63,8 @@ def _resolved(value: Any, **config: int) -> Any:
     (lambda: (P.NUM_EPOCHS + 1) - 2 * P.NUM_UPDATE_STEPS_PER_EPOCH, 0),
 ])
 def test_subtraction_resolves(expression: Any, expected: int) -> None:
-    assert _resolved(expression(), num_epochs=5, num_local_update_steps_per_epoch=3) == expected
+    assert _resolved(expression(), num_epochs=5, num_update_steps_per_epoch=3,
+                     num_local_update_steps_per_epoch=3) == expected
 
 
 @pytest.mark.parametrize("expression", [

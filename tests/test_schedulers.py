@@ -247,7 +247,6 @@ def test_cosine_invalid_configuration_raises_value_error(kwargs: dict[str, Any],
     ({"num_checkpoints": 0}, "num_checkpoints"),
     ({"total_steps": 7, "num_checkpoints": 4}, "num_checkpoints"),
     ({"num_warmup_steps": -1}, "num_warmup_steps"),
-    ({"num_warmup_steps": 35}, "num_warmup_steps"),
     ({"warmup_starting_lr": 0.05}, "warmup_starting_lr"),
 ])
 def test_wsd_invalid_configuration_raises_value_error(kwargs: dict[str, Any], name: str) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sized
 from typing import Any
 
+import torch
+from torch import nn
+
 from pta.callbacks._numbers import as_number
 from pta.protocols import TrainerLike
 
@@ -45,7 +48,10 @@ def parameter_counts(trainer: TrainerLike) -> tuple[int, int]:
     """(trainable, frozen) parameter counts of the user's model, each tensor counted once."""
     trainable = frozen = 0
     seen: set[int] = set()
-    for parameter in trainer.get_model().parameters():
+    model: object = trainer.get_model()
+    if not isinstance(model, nn.Module):  # a test double (pytorch-accelerated's tests use Mock models)
+        return trainable, frozen
+    for parameter in model.parameters():
         if id(parameter) in seen:
             continue
         seen.add(id(parameter))
@@ -63,7 +69,7 @@ def start_line(trainer: TrainerLike, *, training: bool) -> str:
     loader: object = trainer.train_dataloader if training else trainer.eval_dataloader
     steps = len(loader) if isinstance(loader, Sized) else None
     steps_text = f"{steps:,}" if steps is not None else "?"
-    parts = [f"world size {config.num_processes}", f"device {trainer.device.type}",
+    parts = [f"world size {config.num_processes}", f"device {torch.device(trainer.device).type}",
              f"precision {config.mixed_precision}"]
     if training:
         batch = config.train_per_device_batch_size

@@ -23,7 +23,7 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     States are named ``step_<updates>`` (the run's optimizer-update count, which continues after a
     resume, so names never collide with those of the run that was resumed), ``epoch_<epoch>`` (saved at
-    ``on_training_run_epoch_end``, after the epoch's evaluation, so a resume does not repeat it) and
+    ``on_train_epoch_end``, as in pytorch-accelerated: a resume runs the epoch's evaluation, then goes on) and
     ``final``. Saves happen after the optimizer update of the step (pta's ``on_train_step_end``).
 
     Only the ``max_checkpoints`` (default 5) most recently written states in ``save_dir`` are kept,
@@ -101,7 +101,8 @@ class SaveTrainingStateCallback(TrainerCallback):
             self._save(trainer, f"step_{self._updates.count}")
 
     @override
-    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        # as pytorch-accelerated: before the epoch's evaluation, which a resume from this state then runs
         epoch = trainer.run_history.current_epoch
         if self.save_every_n_epochs is not None and epoch % self.save_every_n_epochs == 0:
             self._save(trainer, f"epoch_{epoch}")

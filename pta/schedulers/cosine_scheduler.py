@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from torch.optim import Optimizer
 from typing_extensions import Self, override
@@ -39,7 +39,15 @@ class CosineLrScheduler(StatefulSchedulerBase):
 
     Each ``step()`` (one per optimizer update) sets the lr of the next update; the first update uses the
     lr set on construction. The lr never rises above the group's lr nor falls below its minimum.
+
+    ``pa_compatible=True`` (or ``CosineLrScheduler.pa_compatible = True`` for every new instance) gives
+    pytorch-accelerated's learning rates exactly instead: one update behind (the first update uses the
+    group's lr, or ``warmup_starting_lr`` with warmup), warmup ending one step short of the group's lr
+    and the decay dropping to the minimum from above it. For migrating runs that must reproduce pa's lrs.
     """
+
+    pa_compatible: ClassVar[bool] = False
+    """The default of the ``pa_compatible`` keyword for new instances."""
 
     def __init__(
         self,
@@ -53,6 +61,8 @@ class CosineLrScheduler(StatefulSchedulerBase):
         warmup_starting_lr: float = 1e-6,
         warmup_starting_lr_ratio: float | None = None,
         num_cooldown_epochs: float = 0,
+        *,
+        pa_compatible: bool | None = None,
     ) -> None:
         """:param optimizer: a PyTorch optimizer with one or more parameter groups
         :param total_num_epochs: the number of training epochs, warmup and cooldown epochs included
@@ -65,23 +75,30 @@ class CosineLrScheduler(StatefulSchedulerBase):
         :param warmup_starting_lr_ratio: the starting lr as a fraction (0..1) of each group's lr; takes
             precedence over ``warmup_starting_lr``
         :param num_cooldown_epochs: epochs (may be fractional) held at the minimum at the end
+        :param pa_compatible: ``True``: pytorch-accelerated's lrs, update for update (see above);
+            ``None``: the class attribute ``CosineLrScheduler.pa_compatible`` (``False`` unless set)
         :raises ValueError: for a configuration that cannot produce this schedule; the message names the parameter
         """
         super().__init__(optimizer)
+        self._pa = type(self).pa_compatible if pa_compatible is None else bool(pa_compatible)
         epochs = check_positive_int("total_num_epochs", total_num_epochs)
         per_epoch = check_positive_int("num_update_steps_per_epoch", num_update_steps_per_epoch)
         self.total_iterations = epochs * per_epoch
-        self.warmup_iterations = round(check_non_negative_number("num_warmup_epochs", num_warmup_epochs) * per_epoch)
-        self.num_cooldown_iterations = round(
-            check_non_negative_number("num_cooldown_epochs", num_cooldown_epochs) * per_epoch
-        )
+        warmup = check_non_negative_number("num_warmup_epochs", num_warmup_epochs) * per_epoch
+        cooldown = check_non_negative_number("num_cooldown_epochs", num_cooldown_epochs) * per_epoch
+        # pa keeps fractional update counts as they are; pta schedules whole updates
+        self.warmup_iterations: float = warmup if self._pa else round(warmup)
+        self.num_cooldown_iterations: float = cooldown if self._pa else round(cooldown)
         self.k_decay = float(k_decay)
         self.lr_min = float(lr_min)
         self.lr_min_ratio = None if min_lr_ratio is None else float(min_lr_ratio)
         self.warmup_lr_init = float(warmup_starting_lr)
         self.warmup_lr_ratio = None if warmup_starting_lr_ratio is None else float(warmup_starting_lr_ratio)
         self._validate()
-        self.apply_initial_values()
+        if not self._pa:
+            self.apply_initial_values()
+        elif self.warmup_iterations:  # pa's first update: warmup_starting_lr (even with a ratio), else the group's lr
+            self._update_param_groups(self.warmup_lr_init)
 
     def _validate(self) -> None:
         check_base_values(self)
@@ -125,7 +142,10 @@ class CosineLrScheduler(StatefulSchedulerBase):
 
     @override
     def get_updated_values(self, num_updates: int) -> list[float]:
-        """The lr of each group for the update that has ``num_updates`` updates before it."""
+        """The lr of each group for the update that has ``num_updates`` updates before it (pa-compatible:
+        for the update after it)."""
+        if self._pa:
+            return self._pa_values(num_updates)
         peak = max(self.warmup_iterations - 1, 0)  # the update that uses the group's lr
         last_decay = self.total_iterations - self.num_cooldown_iterations - 1  # the first update at the minimum
         values: list[float] = []
@@ -143,6 +163,23 @@ class CosineLrScheduler(StatefulSchedulerBase):
             values.append(value)
         return values
 
+    def _pa_values(self, num_updates: int) -> list[float]:
+        """pytorch-accelerated 0.1.61's formula, unchanged (including its warmup step computed from
+        ``warmup_starting_lr`` even when ``warmup_starting_lr_ratio`` sets the start)."""
+        warmup, cooldown = self.warmup_iterations, self.num_cooldown_iterations
+        decay_iterations = self.total_iterations - (warmup + cooldown)
+        values: list[float] = []
+        for base, minimum, start in zip(self.base_lr_values, self._min_values(), self._start_values(), strict=True):
+            if num_updates < warmup:
+                value = start + num_updates * ((base - self.warmup_lr_init) / warmup)
+            elif num_updates < decay_iterations:
+                progress = (num_updates - warmup) ** self.k_decay / decay_iterations**self.k_decay
+                value = minimum + 0.5 * (base - minimum) * (1 + math.cos(math.pi * progress))
+            else:
+                value = minimum
+            values.append(value)
+        return values
+
     @classmethod
     def create_scheduler_fn(
         cls,
@@ -155,6 +192,8 @@ class CosineLrScheduler(StatefulSchedulerBase):
         warmup_starting_lr: float = 1e-6,
         warmup_starting_lr_ratio: float | None = None,
         num_cooldown_epochs: float = 0,
+        *,
+        pa_compatible: bool | None = None,
     ) -> partial[Self]:
         """A factory taking the optimizer, for ``train(create_scheduler_fn=...)``::
 
@@ -179,6 +218,7 @@ class CosineLrScheduler(StatefulSchedulerBase):
             warmup_starting_lr=warmup_starting_lr,
             warmup_starting_lr_ratio=warmup_starting_lr_ratio,
             num_cooldown_epochs=num_cooldown_epochs,
+            pa_compatible=pa_compatible,
         )
 
     @override
@@ -194,7 +234,7 @@ class CosineLrScheduler(StatefulSchedulerBase):
             "num_cooldown_iterations": self.num_cooldown_iterations,
             "base_lr_values": list(self.base_lr_values),
             # pytorch-accelerated's meaning, so states load in either library: the index of the last update
-            "num_updates": self._num_updates - 1,
+            "num_updates": self._num_updates if self._pa else self._num_updates - 1,
         }
 
     @override
@@ -205,8 +245,9 @@ class CosineLrScheduler(StatefulSchedulerBase):
         there, the index of the last update (one less than the updates performed, -1 before the first).
         """
         self.total_iterations = check_positive_int("total_iterations", state_dict["total_iterations"])
-        self.warmup_iterations = int(state_dict["warmup_iterations"])
-        self.num_cooldown_iterations = int(state_dict["num_cooldown_iterations"])
+        iterations = float if self._pa else int  # pa keeps fractional counts
+        self.warmup_iterations = iterations(state_dict["warmup_iterations"])
+        self.num_cooldown_iterations = iterations(state_dict["num_cooldown_iterations"])
         self.lr_min_ratio = state_dict["lr_min_ratio"]
         self.lr_min = float(state_dict["lr_min"])
         self.warmup_lr_init = float(state_dict["warmup_lr_init"])
@@ -217,4 +258,10 @@ class CosineLrScheduler(StatefulSchedulerBase):
         num_updates = state_dict["num_updates"]  # the index of the last update, -1 before the first
         if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < -1:
             raise SchedulerSettingError(f"num_updates must be an integer >= -1 (the index of the last update), got {num_updates!r}")
-        self._restore_position(num_updates + 1)
+        if not self._pa:
+            self._restore_position(num_updates + 1)
+        elif num_updates >= 0:  # pa's count: the next update uses get_updated_values(num_updates)
+            self._restore_position(num_updates)
+        else:
+            self._num_updates = -1
+            self._update_param_groups(self.warmup_lr_init if self.warmup_iterations else self.base_lr_values)

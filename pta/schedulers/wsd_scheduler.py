@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from functools import partial
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict, cast
 
 from torch.optim import Optimizer
 from typing_extensions import Self, override
@@ -61,7 +62,16 @@ class WSDLrScheduler(StatefulSchedulerBase):
     run's other settings (decay ratio, checkpoints, ``lr_min``, decay shape) and base lrs, as
     pytorch-accelerated does: no warmup, a fresh stable phase, decay at the end of the new segment.
     Loading a state saved by a continuation scheduler of the same ``total_steps`` resumes it exactly instead.
+
+    ``pa_compatible=True`` (or ``WSDLrScheduler.pa_compatible = True`` for every new instance) gives
+    pytorch-accelerated's learning rates exactly instead: one update behind, its checkpoint steps (the
+    first at ``total_steps // 4``, fewer than ``num_checkpoints`` when they reach ``total_steps``), its
+    decay lengths (``int(period * decay_phase_ratio)``, so the decay ends one step above ``lr_min``) and,
+    after the last checkpoint, its restart of the first period's schedule.
     """
+
+    pa_compatible: ClassVar[bool] = False
+    """The default of the ``pa_compatible`` keyword for new instances."""
 
     def __init__(
         self,
@@ -76,6 +86,8 @@ class WSDLrScheduler(StatefulSchedulerBase):
         use_inverse_sqrt_decay: bool = True,
         num_checkpoints: int = 1,
         is_continuation_from_checkpoint: bool = False,
+        *,
+        pa_compatible: bool | None = None,
     ) -> None:
         """:param optimizer: a PyTorch optimizer
         :param num_epochs: the number of training epochs (with ``num_update_steps_per_epoch``)
@@ -89,9 +101,12 @@ class WSDLrScheduler(StatefulSchedulerBase):
         :param use_inverse_sqrt_decay: the sqrt decay (``True``) or the paper's inverse-proportional decay
         :param num_checkpoints: how many decayed checkpoints; needs ``total_steps >= 2 ** (num_checkpoints - 1)``
         :param is_continuation_from_checkpoint: start a new segment when a previous run's state is loaded
+        :param pa_compatible: ``True``: pytorch-accelerated's lrs, update for update (see above);
+            ``None``: the class attribute ``WSDLrScheduler.pa_compatible`` (``False`` unless set)
         :raises ValueError: for a configuration that cannot produce this schedule; the message names the parameter
         """
         super().__init__(optimizer)
+        self._pa = type(self).pa_compatible if pa_compatible is None else bool(pa_compatible)
         self.total_steps = _total_steps(num_epochs, num_update_steps_per_epoch, total_steps)
         self.num_warmup_steps = (
             int(0.01 * self.total_steps) if num_warmup_steps is None
@@ -104,12 +119,14 @@ class WSDLrScheduler(StatefulSchedulerBase):
         self.num_checkpoints = check_positive_int("num_checkpoints", num_checkpoints)
         self.is_continuation_from_checkpoint = bool(is_continuation_from_checkpoint)
         self._configure()
-        self.apply_initial_values()
+        if not self._pa:
+            self.apply_initial_values()
 
     def _configure(self) -> None:
         """Validate the settings together and derive the checkpoint periods."""
         check_base_values(self)
-        self.checkpoint_steps = estimate_checkpoint_steps(self.total_steps, self.num_checkpoints)
+        self.checkpoint_steps = (_pa_checkpoint_steps if self._pa else estimate_checkpoint_steps)(
+            self.total_steps, self.num_checkpoints)
         if self.num_checkpoints > 1 and self.decay_phase_ratio > MAX_MULTI_CHECKPOINT_DECAY_RATIO:
             raise SchedulerSettingError(
                 f"decay_phase_ratio={self.decay_phase_ratio} is too large for {self.num_checkpoints} checkpoints: "
@@ -121,11 +138,11 @@ class WSDLrScheduler(StatefulSchedulerBase):
         if self.is_continuation_from_checkpoint or self.num_warmup_steps == 0:
             return
         first_decay = self.checkpoint_decay_info[0]["pre_decay_step"]
-        if self.num_warmup_steps > first_decay:
-            raise SchedulerSettingError(
+        if self.num_warmup_steps > first_decay:  # well defined (warmup, then the rest of the decay), as in pa
+            warnings.warn(
                 f"num_warmup_steps={self.num_warmup_steps} runs into the first decay phase, which starts after "
-                f"{first_decay} updates; use fewer warmup steps"
-            )
+                f"{first_decay} updates: the lr warms up to the group's lr, then follows the rest of the decay; "
+                "use fewer warmup steps for a full decay", UserWarning, stacklevel=3)
         for i, base in enumerate(self.base_lr_values):
             if self.warmup_starting_lr > base:
                 raise SchedulerSettingError(
@@ -137,7 +154,9 @@ class WSDLrScheduler(StatefulSchedulerBase):
         infos: list[DecayPeriodInfo] = []
         for i, end in enumerate(self.checkpoint_steps):
             start = 0 if i == 0 else self.checkpoint_steps[i - 1]
-            decay = max(1, int((end - start) * self.decay_phase_ratio)) if self.decay_phase_ratio > 0 else 0
+            decay = int((end - start) * self.decay_phase_ratio)
+            if not self._pa and self.decay_phase_ratio > 0:
+                decay = max(1, decay)
             infos.append(DecayPeriodInfo(period_start=start, period_end=end, decay_steps=decay,
                                          pre_decay_step=end - decay))
         return infos
@@ -162,15 +181,16 @@ class WSDLrScheduler(StatefulSchedulerBase):
 
         Same value as pytorch-accelerated's, so ``get_current_step() + 1`` is the number of completed updates.
         """
-        return self._num_updates - 1
+        return self._num_updates if self._pa else self._num_updates - 1  # pa's count is one behind
 
     @property
     def previous_checkpoint_step(self) -> int | None:
         """The 0-based index of the last update before the most recent decay phase this run has reached
         (``pre_decay_step - 1``, pytorch-accelerated's value); ``None`` before the first one (also at the
         start of a continuation segment)."""
+        position = self._num_updates + 1 if self._pa else self._num_updates  # pa's count is one behind
         reached = [info["pre_decay_step"] - 1 for info in self.checkpoint_decay_info
-                   if info["decay_steps"] and info["pre_decay_step"] <= self._num_updates]
+                   if info["decay_steps"] and info["pre_decay_step"] <= position]
         return reached[-1] if reached else None
 
     def get_current_phase_info(self) -> DecayPeriodInfo:
@@ -188,7 +208,10 @@ class WSDLrScheduler(StatefulSchedulerBase):
 
     @override
     def get_updated_values(self, num_updates: int) -> list[float]:
-        """The lr of each group for the update that has ``num_updates`` updates before it."""
+        """The lr of each group for the update that has ``num_updates`` updates before it (pa-compatible:
+        for the update after it)."""
+        if self._pa:
+            return self._pa_values(num_updates)
         n = min(num_updates, self.total_steps - 1)  # after the last checkpoint: hold the final value
         warmup = 0 if self.is_continuation_from_checkpoint else self.num_warmup_steps
         if n < warmup - 1:
@@ -198,6 +221,27 @@ class WSDLrScheduler(StatefulSchedulerBase):
         if info["decay_steps"] == 0 or n < info["pre_decay_step"]:
             return list(self.base_lr_values)
         factor = self._decay_factor((n - info["pre_decay_step"] + 1) / info["decay_steps"])
+        return [base * factor for base in self.base_lr_values]
+
+    def _pa_values(self, num_updates: int) -> list[float]:
+        """pytorch-accelerated 0.1.61's formula, unchanged (after the last checkpoint it finds no period
+        and uses the first one's)."""
+        if not self.is_continuation_from_checkpoint and num_updates < self.num_warmup_steps:
+            start = self.warmup_starting_lr
+            return [start + (num_updates / self.num_warmup_steps) * (base - start) for base in self.base_lr_values]
+        checkpoints = self.checkpoint_steps
+        index = next((i for i, checkpoint in enumerate(checkpoints) if num_updates < checkpoint), 0)
+        period_start = 0 if index == 0 else checkpoints[index - 1]
+        period_length, into_period = checkpoints[index] - period_start, num_updates - period_start
+        decay_steps = int(period_length * self.decay_phase_ratio)
+        decay_start = period_length - decay_steps
+        if into_period < decay_start:
+            return list(self.base_lr_values)
+        progress = min((into_period - decay_start) / decay_steps, 1.0) if decay_steps else 1.0  # pa: ZeroDivisionError
+        if self.use_inverse_sqrt_decay:
+            factor = self.lr_min + (1 - self.lr_min) * (1 - math.sqrt(progress))
+        else:
+            factor = 1.0 / (progress * (1.0 / self.lr_min) + (1.0 - progress))
         return [base * factor for base in self.base_lr_values]
 
     @override
@@ -213,7 +257,7 @@ class WSDLrScheduler(StatefulSchedulerBase):
             "is_continuation_from_checkpoint": self.is_continuation_from_checkpoint,
             "checkpoint_steps": list(self.checkpoint_steps),
             "base_lr_values": list(self.base_lr_values),
-            "num_updates": self._num_updates,
+            "num_updates": self._num_updates + 1 if self._pa else self._num_updates,  # updates done, in both modes
         }
 
     @override
@@ -237,13 +281,24 @@ class WSDLrScheduler(StatefulSchedulerBase):
         self.num_checkpoints = check_positive_int("num_checkpoints", state_dict["num_checkpoints"])
         if self.is_continuation_from_checkpoint and not resumes_segment:
             self._configure()  # this run's total_steps: a new segment
-            self._restore_position(0)
+            self._restore_updates_done(0)
             return
         self.total_steps = check_positive_int("total_steps", state_dict["total_steps"])
         self.is_continuation_from_checkpoint = bool(state_dict["is_continuation_from_checkpoint"])
         self._configure()
         # pytorch-accelerated's states carry no position (it never saved its counter): keep this one's, as it does
-        self._restore_position(state_dict.get("num_updates", self._num_updates))
+        done = self._num_updates + 1 if self._pa else self._num_updates
+        self._restore_updates_done(state_dict.get("num_updates", done))
+
+    def _restore_updates_done(self, done: object) -> None:
+        """Continue after ``done`` optimizer updates, in this scheduler's counting."""
+        if not self._pa:
+            self._restore_position(done)
+        elif check_non_negative_int("num_updates", done) > 0:
+            self._restore_position(int(cast(int, done)) - 1)
+        else:  # pa's start: the groups' own (base) values, the first step() applies get_updated_values(0)
+            self._num_updates = -1
+            self._update_param_groups(self.base_lr_values)
 
     @classmethod
     def create_scheduler_fn(
@@ -257,6 +312,8 @@ class WSDLrScheduler(StatefulSchedulerBase):
         use_inverse_sqrt_decay: bool = True,
         num_checkpoints: int = 1,
         is_continuation_from_checkpoint: bool = False,
+        *,
+        pa_compatible: bool | None = None,
     ) -> partial[Self]:
         """A factory taking the optimizer, for ``train(create_scheduler_fn=...)``::
 
@@ -284,6 +341,7 @@ class WSDLrScheduler(StatefulSchedulerBase):
             use_inverse_sqrt_decay=use_inverse_sqrt_decay,
             num_checkpoints=num_checkpoints,
             is_continuation_from_checkpoint=is_continuation_from_checkpoint,
+            pa_compatible=pa_compatible,
         )
 
 
@@ -318,3 +376,15 @@ def estimate_checkpoint_steps(total_steps: int, num_checkpoints: int = 3) -> lis
             f"start), got total_steps={total}"
         )
     return [total // 2 ** (count - 1 - i) for i in range(count)]
+
+
+def _pa_checkpoint_steps(total_steps: int, num_checkpoints: int) -> list[int]:
+    """pytorch-accelerated 0.1.61's ``estimate_checkpoint_steps`` (first at a quarter, then doubling, capped)."""
+    if num_checkpoints == 1:
+        return [total_steps]
+    checkpoints: list[int] = []
+    for i in range(num_checkpoints):
+        checkpoints.append(min(total_steps // 4 * 2**i, total_steps))
+        if checkpoints[-1] == total_steps:
+            break
+    return checkpoints
