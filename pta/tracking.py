@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from typing import Any
 
 from typing_extensions import override
@@ -67,7 +68,8 @@ class InMemoryRunHistory(RunHistory):
 
     def __init__(self) -> None:
         self._current_epoch = 1
-        self._metrics: dict[str, list[Any]] = {}
+        # A defaultdict as in pytorch-accelerated, whose users append to run_history._metrics[name] directly.
+        self._metrics: defaultdict[str, list[Any]] = defaultdict(list)
         self._prefix = ""
 
     def _key(self, metric_name: str) -> str:
@@ -128,7 +130,7 @@ class InMemoryRunHistory(RunHistory):
     @override
     def reset(self) -> None:
         self._current_epoch = 1
-        self._metrics = {}
+        self._metrics = defaultdict(list)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to restore this history (used by training-state checkpoints)."""
@@ -136,7 +138,7 @@ class InMemoryRunHistory(RunHistory):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._current_epoch = int(state["current_epoch"])
-        self._metrics = {str(k): list(v) for k, v in state["metrics"].items()}
+        self._metrics = defaultdict(list, {str(k): list(v) for k, v in state["metrics"].items()})
 
 
 

@@ -327,3 +327,10 @@ def test_wsd_callback_accepts_a_scheduler_without_a_position_yet(tmp_path: Path)
     trainer.scheduler.position = 8
     callback.on_train_step_end(trainer, step=8)
     assert trainer.saved == [str(tmp_path / "checkpoint_9_wsd_pre_decay")]
+
+
+def test_run_history_metrics_accept_direct_appends_as_in_pytorch_accelerated() -> None:
+    history = InMemoryRunHistory()
+    history._metrics["my_metric"].extend([0, 1, 2])  # pytorch-accelerated's users (and tests) do this
+    assert history.get_metric_values("my_metric") == [0, 1, 2]
+    assert history.get_metric_values("never_recorded") == [] and history.get_metric_names() == {"my_metric"}
