@@ -1,13 +1,11 @@
-"""Callback dispatch, propagation of callback errors, early stopping, the NaN guard without per-step
-host syncs, and the console/device callbacks."""
+"""Callback dispatch, propagation of callback errors, early stopping, the NaN guard, the default and
+device callbacks (per-step host syncs: tests/test_host_sync.py; the console: tests/test_console.py)."""
 
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,13 +20,10 @@ from pta.callbacks import (
     CallbackHandler,
     MoveModulesToDeviceCallback,
     NonFiniteLossError,
-    ProgressBarCallback,
     TerminateOnNaNCallback,
-    get_default_callbacks,
 )
 from pta.protocols import TrainerLike
-from tests._helpers import linear_model, mlp, params_of, quiet_trainer, regression_data
-from tests._terminal import TerminalStream
+from tests._helpers import linear_model, params_of, quiet_trainer, regression_data
 
 
 class StepCounter(TrainerCallback):
@@ -261,50 +256,6 @@ def test_finite_losses_do_not_trigger_the_nan_guard() -> None:
 def test_check_every_n_steps_must_be_positive() -> None:
     with pytest.raises(ValueError, match="check_every_n_steps"):
         TerminateOnNaNCallback(check_every_n_steps=0)
-
-
-_SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__")
-
-
-@pytest.fixture
-def host_syncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    """Counts Tensor methods that copy a value to the host, by caller: "pta" or "other"."""
-    counts = Counter[str]()
-    pta_dir = str(Path(pta.__file__).parent)
-
-    def counting(name: str) -> Callable[..., Any]:
-        original: Callable[..., Any] = getattr(torch.Tensor, name)
-
-        def wrapper(self: Tensor, *args: Any, **kwargs: Any) -> Any:
-            caller = sys._getframe(1).f_code.co_filename
-            counts["pta" if caller.startswith(pta_dir) else "other"] += 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in _SYNC_METHODS:
-        monkeypatch.setattr(torch.Tensor, name, counting(name))
-    yield counts
-
-
-def test_no_host_sync_per_step(host_syncs: Counter[str], capsys: pytest.CaptureFixture[str]) -> None:
-    # the progress bar is on (as on a terminal); it reads the loss on a time basis, never per step
-    tty = TerminalStream()
-    callbacks = [cb if cb is not ProgressBarCallback else ProgressBarCallback(loss_refresh_seconds=3600, file=tty)
-                 for cb in get_default_callbacks(progress_bar=True) if cb is not TerminateOnNaNCallback]
-    observed: dict[int, dict[str, int]] = {}
-    for samples in (8, 64):  # 4 and 32 training steps per epoch
-        model = mlp()
-        trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),
-                                 callbacks=[*callbacks, TerminateOnNaNCallback(check_every_n_steps=50)])
-        host_syncs.clear()
-        trainer.train(regression_data(samples), 2, eval_dataset=regression_data(8), per_device_batch_size=2)
-        observed[samples] = dict(host_syncs)
-    capsys.readouterr()
-    # per epoch: the train and eval loss means and the NaN guard's train and eval checks; nothing per step
-    assert 0 < observed[8].get("pta", 0) <= 2 * 4, observed  # (> 0: the counting works)
-    assert observed[64] == observed[8], observed
-    assert "epoch 2/2" in tty.getvalue()  # the bar was drawn
 
 
 # ----------------------------------------------------------------------------- console callbacks
