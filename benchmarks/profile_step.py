@@ -64,7 +64,7 @@ def profile_calls(spec: str, work: Work, top: int) -> None:
     groups: collections.Counter[str] = collections.Counter()
     functions: list[tuple[float, str]] = []
     # pstats internals (not in typeshed): {(file, line, function): (primitive calls, calls, times, callers)}
-    entries = cast("dict[tuple[str, int, str], tuple[Any, ...]]", stats.stats)  # type: ignore[attr-defined]
+    entries = cast("dict[tuple[str, int, str], tuple[Any, ...]]", stats.stats)  # type: ignore[attr-defined]  # pstats.Stats.stats is undeclared in typeshed
     for (filename, line, function), (_, calls, *_rest) in entries.items():
         group = _group(filename)
         groups[group] += calls

@@ -95,7 +95,7 @@ def test_placeholders_resolve_at_every_level_of_nesting() -> None:
     level1: functools.partial[dict[str, int]] = functools.partial(dict, a=P.NUM_EPOCHS)
     level1.tag = 1  # type: ignore[attr-defined]  # keeps CPython from flattening
     level2 = functools.partial(level1, b=P.NUM_EPOCHS * 2)
-    level2.tag = 2  # type: ignore[attr-defined]
+    level2.tag = 2  # type: ignore[attr-defined]  # the same, one level up
     level3 = functools.partial(level2, c=P.NUM_EPOCHS + 1)
     # isinstance narrows to partial[Unknown], whose .func pyright strict calls partially unknown
     assert isinstance(level3.func, functools.partial) and isinstance(level3.func.func, functools.partial)  # pyright: ignore[reportUnknownMemberType]
