@@ -136,6 +136,11 @@ class AcceleratorAdapter:
         return cast("torch.amp.GradScaler | None", self.accelerator.scaler)
 
     @property
+    def steps_can_be_skipped(self) -> bool:
+        """Whether ``optimizer_step_was_skipped`` can ever be true in this run (a loss scaler or DeepSpeed)."""
+        return not self._direct_backward
+
+    @property
     def optimizer_step_was_skipped(self) -> bool:
         # Without a loss scaler (and outside DeepSpeed, whose wrapper reports its own overflows) an
         # AcceleratedOptimizer never marks a step as skipped.

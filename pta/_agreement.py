@@ -11,8 +11,6 @@ they are raised, with no host sync added.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -76,17 +74,11 @@ class StopAgreement:
     def distributed(self) -> bool:
         return self._group is not None
 
-    @contextmanager
-    def capture(self) -> Generator[None, None, None]:
-        """Hold back a ``StopTrainingError`` or ``Exception`` raised inside (multi-process runs only)."""
-        if self._group is None:
-            yield
-            return
-        try:
-            yield
-        except Exception as error:  # noqa: BLE001 - held back and re-raised by agree()
-            if self._pending is None:
-                self._pending = error
+    def hold(self, error: Exception) -> None:
+        """Hold back ``error`` (a ``StopTrainingError`` or any exception) until the next ``agree()``;
+        the first one held wins."""
+        if self._pending is None:
+            self._pending = error
 
     def broadcast(self, value: Any) -> Any:
         """Process 0's ``value`` on every process (one collective; none in single-process runs)."""

@@ -14,11 +14,13 @@ from pta import _training_state as training_state
 from pta._types import BatchT
 from pta.checkpoint import CheckpointError, atomic_torch_save, load_torch_file, require_keys
 from pta.hooks import TrainerHooks
+from pta.interrupt import TrainingInterrupted
 
 
 class TrainerCheckpoints(TrainerHooks[BatchT]):
     """``save_checkpoint`` / ``load_checkpoint`` (model weights, pytorch-accelerated's format) and
-    ``save_training_state`` / ``load_training_state`` with their builder hooks (exact resume)."""
+    ``save_training_state`` / ``load_training_state`` with their builder hooks (exact resume), and the
+    save when a signal interrupts training."""
 
     _resume_allow_changes: frozenset[str] = frozenset()
 
@@ -96,3 +98,15 @@ class TrainerCheckpoints(TrainerHooks[BatchT]):
         self._first_epoch = int(state["first_epoch"])
         self._epoch_phase, self._batches_done, self._num_updates = state["phase"], state["batches_done"], state["num_updates"]
         self._train_loss.total, self._train_loss.count = state["train_loss"]
+
+    def _save_interrupted_state(self, signum: int) -> None:
+        self._interrupt.acknowledge()  # the save may take long; it is no longer a process that hangs
+        assert self.interrupt_state_dir is not None
+        try:
+            directory = self.save_training_state(self.interrupt_state_dir)
+        except CheckpointError as error:  # still stop as interrupted, carrying why nothing was saved
+            self.print(f"\nInterrupted by signal {signum}, but the training state could not be saved: {error}")
+            raise TrainingInterrupted(signum, None, save_error=error) from error
+        self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"
+                   f"Resume with trainer.train(..., resume_from={str(directory)!r}) and the same arguments.")
+        raise TrainingInterrupted(signum, str(directory))

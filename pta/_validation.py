@@ -116,17 +116,18 @@ def check_mixed_precision(trainer: Any) -> None:
 _ELEMENTWISE_LOSSES: tuple[type[nn.Module], ...] = (
     nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss, nn.SoftMarginLoss,
 )
-_ELEMENTWISE_FUNCTIONS: tuple[object, ...] = (
+# By identity (ids of module-level functions are stable; a user's loss object need not be hashable).
+_ELEMENTWISE_FUNCTION_IDS: frozenset[int] = frozenset(map(id, (
     functional.mse_loss, functional.l1_loss, functional.smooth_l1_loss, functional.huber_loss,
     functional.binary_cross_entropy, functional.binary_cross_entropy_with_logits, functional.soft_margin_loss,
-)
+)))
 
 
 def check_loss_shapes(loss_func: object, outputs: object, targets: object) -> None:
     """Refuse what an elementwise loss would broadcast (e.g. outputs (8, 1) with targets (8,) -> (8, 8))."""
     if not (isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor)) or outputs.shape == targets.shape:
         return
-    if isinstance(loss_func, _ELEMENTWISE_LOSSES) or any(loss_func is f for f in _ELEMENTWISE_FUNCTIONS):
+    if isinstance(loss_func, _ELEMENTWISE_LOSSES) or id(loss_func) in _ELEMENTWISE_FUNCTION_IDS:
         name = getattr(loss_func, "__name__", type(loss_func).__name__)
         raise ConfigurationError(
             f"loss_func {name} got model outputs of shape {tuple(outputs.shape)} and targets of shape "
@@ -142,6 +143,9 @@ def _is_mapping(value: object) -> TypeGuard[Mapping[object, object]]:
 
 def check_batch_output(hook_name: str, result: object) -> BatchOutput:
     """``result`` of a batch-loss hook, checked to be a ``BatchOutput`` with a loss tensor."""
+    common: Any = result  # the common case, a dict with a loss tensor, checked with a single call
+    if common.__class__ is dict and isinstance(common.get("loss"), torch.Tensor):
+        return cast(BatchOutput, common)
     if not _is_mapping(result) or "loss" not in result:
         keys = sorted(str(key) for key in result) if _is_mapping(result) else None
         raise TypeError(f"{hook_name} must return a dict with a 'loss' tensor (a BatchOutput), "

@@ -30,12 +30,12 @@ from pta._data import length
 from pta._epoch_batches import epoch_batches
 from pta._fingerprint import check_allowed_changes
 from pta._run_setup import build_run_config
-from pta._types import BatchT, DatasetLike
+from pta._step_plan import plan_steps
+from pta._types import BatchOutput, BatchT, DatasetLike
 from pta.callbacks.base import EventName, StopTrainingError
-from pta.checkpoint import CheckpointError
 from pta._composition import HookChainError, HookNameError
 from pta._trainer_checkpoints import TrainerCheckpoints
-from pta.interrupt import TrainingInterrupted, catch_interrupts
+from pta.interrupt import catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
 from pta.state import read_meta, resolve_state_dir, restore_rng, sampler_generator
@@ -325,24 +325,28 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         if resume is None:
             self._train_loss.reset()
         handler.call_event("on_train_epoch_start", self)
-        num_batches = length(dataloader)
+        num_batches, limit = length(dataloader), self.run_config.max_num_train_steps
         reached_max = False
+        plan = self._step_plan = plan_steps(self)
         self._epoch_rng, batches = epoch_batches(dataloader, resume, self.train_dataset)
         for step, batch in batches:
             handler.call_event("on_train_step_start", self)
-            is_update = self.is_update_step(step, num_batches)
-            with self.train_step_context(is_update):
-                batch_output, loss, size = self._batch_loss(self.calculate_train_batch_loss, batch)
-                self._train_loss.add(loss, size)
-                self.backward_step(self.scale_loss(loss, batch_output, size))
+            is_update = self.is_update_step(step, num_batches) if plan.is_update_step else True
+            if plan.train_step_context:
+                with self.train_step_context(is_update):
+                    batch_output = self._forward_backward(batch)
+            else:
+                batch_output = self._forward_backward(batch)
             if is_update:
-                self.before_optimizer_step()
+                if plan.before_optimizer_step:
+                    self.before_optimizer_step()
                 self.optimizer_step()
-                if not self.optimizer_step_was_skipped():
+                skipped = plan.optimizer_step_was_skipped and self.optimizer_step_was_skipped()
+                if plan.scheduler_step and not skipped:
                     self.scheduler_step()
                 self.optimizer_zero_grad()
                 self._num_updates += 1
-                reached_max = self._max_steps_reached()
+                reached_max = limit is not None and self._num_updates >= limit
             self._batches_done = step + 1
             signum = self._agreed_event("on_train_step_end", (step + 1) % self.agreement_interval == 0,
                                         batch_output=batch_output, batch=batch, step=step)
@@ -356,8 +360,15 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self._agreed_event("on_train_epoch_end")
         return reached_max
 
+    def _forward_backward(self, batch: Any) -> BatchOutput:
+        batch_output, loss, size = self._batch_loss(self.calculate_train_batch_loss, batch)
+        self._train_loss.add(loss, size)
+        self.backward_step(self.scale_loss(loss, batch_output, size) if self._step_plan.scale_loss else loss)
+        return batch_output
+
     def _run_eval_epoch(self, dataloader: Iterable[Any], *, metric_name: str, is_intermediate: bool = False) -> None:
         handler = self.callback_handler
+        self._step_plan = plan_steps(self)
         self._call_chain("eval_epoch_start", self.eval_epoch_start)
         self._eval_loss.reset()
         handler.call_event("on_eval_epoch_start", self, is_intermediate=is_intermediate)
@@ -378,21 +389,12 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         """Dispatch an event after which processes may diverge; in multi-process runs they agree (if
         ``agree``, else a stop or error is held for the next agreement): one raised on one process is
         raised on all (``pta._agreement``). Returns the highest pending signal number."""
-        if not self._agreement.distributed:  # nothing to agree on, no host sync
+        agreement = self._agreement
+        if not agreement.distributed:  # nothing to agree on, no host sync
             self.callback_handler.call_event(event, self, **kwargs)
             return self._interrupt.signum or 0
-        with self._agreement.capture():  # callbacks after one that raised still run, as on the other processes
+        try:  # callbacks after one that raised still run, as on the other processes
             self.callback_handler.call_event_all(event, self, **kwargs)
-        return self._agreement.agree(self._interrupt.signum or 0) if agree else 0
-
-    def _save_interrupted_state(self, signum: int) -> None:
-        self._interrupt.acknowledge()  # the save may take long; it is no longer a process that hangs
-        assert self.interrupt_state_dir is not None
-        try:
-            directory = self.save_training_state(self.interrupt_state_dir)
-        except CheckpointError as error:  # still stop as interrupted, carrying why nothing was saved
-            self.print(f"\nInterrupted by signal {signum}, but the training state could not be saved: {error}")
-            raise TrainingInterrupted(signum, None, save_error=error) from error
-        self.print(f"\nInterrupted by signal {signum}: training state saved to {directory}.\n"
-                   f"Resume with trainer.train(..., resume_from={str(directory)!r}) and the same arguments.")
-        raise TrainingInterrupted(signum, str(directory))
+        except Exception as error:  # noqa: BLE001 - held back and re-raised by agree(), on every process
+            agreement.hold(error)
+        return agreement.agree(self._interrupt.signum or 0) if agree else 0

@@ -23,6 +23,7 @@ from pta._capabilities import NeedsAMPMixin, has_capability
 from pta._composition import LOOP_MODULES, HookChainError, check_requires, check_trainer_class
 from pta._data import inputs_and_targets, merge_dl_kwargs
 from pta._meter import LossMeter, infer_batch_size
+from pta._step_plan import CALL_EVERY_HOOK
 from pta._types import AcceleratorKwargs, BatchOutput, BatchT, MixedPrecision
 from pta.callbacks.base import CallbackHandler, TrainerCallback
 from pta.interrupt import InterruptFlag
@@ -90,6 +91,7 @@ class TrainerHooks(Generic[BatchT]):
         self._train_dl_kwargs: dict[str, Any] | None = None
         self._eval_dl_kwargs: dict[str, Any] | None = None
         self._run_config: TrainerRunConfig | None = None
+        self._step_plan = CALL_EVERY_HOOK  # replaced at each epoch's start (pta._step_plan)
         self._train_loss = LossMeter()
         self._eval_loss = LossMeter()
         self._num_updates = 0
@@ -160,8 +162,7 @@ class TrainerHooks(Generic[BatchT]):
 
     @run_config.setter
     def run_config(self, config: TrainerRunConfig | None) -> None:
-        """Assignable as in pytorch-accelerated (e.g. to call hooks outside a run); ``train()`` and
-        ``evaluate()`` replace it with the run's own."""
+        """Assignable as in pytorch-accelerated (to call hooks outside a run); a run sets its own."""
         self._run_config = config
 
     @property
@@ -331,8 +332,11 @@ class TrainerHooks(Generic[BatchT]):
         return loss
 
     def _batch_loss(self, compute: Callable[[BatchT], BatchOutput], batch: BatchT) -> tuple[BatchOutput, Tensor, int]:
-        with self.forward_context():
-            result = cast(object, compute(batch))  # checked below: user hooks may return anything
+        if not self._step_plan.forward_context:
+            result: object = compute(batch)  # checked below: user hooks may return anything
+        else:
+            with self.forward_context():
+                result = compute(batch)
         batch_output = check.check_batch_output(compute.__name__, result)
         size = batch_output.get("batch_size")
         return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)

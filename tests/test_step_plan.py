@@ -1,0 +1,127 @@
+"""The loop skips a per-step hook only where pta's own code would do nothing (pta._step_plan): a hook
+that a user defines, on a class or an instance, is always called; every configuration that gives
+pta's own hooks work to do makes the loop call them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from pta import DefaultTrainer
+from pta._step_plan import StepPlan, plan_steps
+from pta._types import BatchOutput
+
+from ._helpers import linear_model, max_abs_diff, params_of, quiet_trainer, regression_data
+
+HOOKS = [name for name in StepPlan.__dataclass_fields__]
+STEPS = 8  # 32 samples, batches of 4
+
+
+class Recording(DefaultTrainer):
+    """Counts every call of the per-step hooks; each override calls super(), so results are unchanged."""
+
+    calls: Counter[str]
+
+    def forward_context(self) -> Any:
+        self.calls["forward_context"] += 1
+        return super().forward_context()
+
+    def train_step_context(self, is_update_step: bool) -> Any:
+        self.calls["train_step_context"] += 1
+        return super().train_step_context(is_update_step)
+
+    def is_update_step(self, step: int, num_batches: int | None) -> bool:
+        self.calls["is_update_step"] += 1
+        return super().is_update_step(step, num_batches)
+
+    def scale_loss(self, loss: Tensor, batch_output: BatchOutput, batch_size: int) -> Tensor:
+        self.calls["scale_loss"] += 1
+        return super().scale_loss(loss, batch_output, batch_size)
+
+    def before_optimizer_step(self) -> None:
+        self.calls["before_optimizer_step"] += 1
+        super().before_optimizer_step()
+
+    def optimizer_step_was_skipped(self) -> bool:
+        self.calls["optimizer_step_was_skipped"] += 1
+        return super().optimizer_step_was_skipped()
+
+    def scheduler_step(self) -> None:
+        self.calls["scheduler_step"] += 1
+        super().scheduler_step()
+
+
+def _train(trainer: DefaultTrainer, **kwargs: Any) -> list[Tensor]:
+    trainer.train(regression_data(32), num_epochs=1, per_device_batch_size=4, **kwargs)
+    return params_of(trainer.model)
+
+
+def test_every_hook_a_user_overrides_is_called_at_every_step() -> None:
+    model = linear_model()
+    trainer = Recording(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer.calls = Counter()
+    _train(trainer)
+    # forward_context: training steps plus none for evaluation (no eval dataset)
+    assert trainer.calls == {name: STEPS for name in HOOKS}
+
+
+def test_the_overrides_leave_the_weights_as_pta_alone() -> None:
+    model = linear_model()
+    recording = Recording(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    recording.calls = Counter()
+    assert max_abs_diff(_train(recording), _train(quiet_trainer(linear_model()))) == 0
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_a_hook_set_on_the_instance_is_called(hook: str) -> None:
+    trainer = quiet_trainer(linear_model())
+    original = getattr(trainer, hook)
+    calls = 0
+
+    def counting(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return original(*args)
+
+    setattr(trainer, hook, counting)
+    _train(trainer)
+    assert calls == STEPS
+
+
+def test_pta_alone_in_fp32_without_extras_calls_none_of_them() -> None:
+    trainer = quiet_trainer(linear_model())
+    _train(trainer)
+    assert plan_steps(trainer) == StepPlan(**{name: False for name in HOOKS})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needed"),
+    [
+        ({"gradient_accumulation_steps": 2}, {"train_step_context", "is_update_step", "scale_loss", "before_optimizer_step"}),
+        ({"gradient_clip_value": 1.0}, {"before_optimizer_step"}),
+        ({"gradient_clip_norm": 1.0}, {"before_optimizer_step"}),
+        ({"create_scheduler_fn": lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, 2)}, {"scheduler_step"}),
+    ],
+)
+def test_configurations_that_give_pta_work_make_the_loop_call_it(kwargs: dict[str, Any], needed: set[str]) -> None:
+    trainer = quiet_trainer(linear_model())
+    _train(trainer, **kwargs)
+    plan = plan_steps(trainer)
+    assert {name for name in HOOKS if getattr(plan, name)} == needed
+
+
+def test_mixed_precision_makes_the_loop_enter_the_forward_context() -> None:
+    trainer = quiet_trainer(linear_model(), mixed_precision="bf16")
+    _train(trainer)
+    assert plan_steps(trainer).forward_context
+
+
+def test_a_loss_scaler_makes_the_loop_ask_for_skipped_steps() -> None:
+    trainer = quiet_trainer(linear_model())
+    _train(trainer)
+    trainer._accelerator._direct_backward = False  # what a loss scaler or DeepSpeed leaves
+    assert plan_steps(trainer).optimizer_step_was_skipped
