@@ -1,7 +1,7 @@
 """What a training state records about its run, and the checks a resume makes against it.
 
 A state's ``pta_meta.json`` holds a *fingerprint* of the run (the settings that decide what each
-step does) and a SHA-256 checksum of every file; ``train(resume_from=...)`` compares both with the
+step does) and a CRC-32 checksum of every file; ``train(resume_from=...)`` compares both with the
 resuming run before any training work and refuses with every difference listed.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from collections.abc import Iterable, Mapping, Sized
 from pathlib import Path
 from typing import Any, cast
@@ -117,23 +118,34 @@ def check_allowed_changes(allowed: Iterable[str]) -> frozenset[str]:
 
 
 # ---------------------------------------------------------------------------- file checksums
+def _crc32(path: Path) -> str:
+    # CRC-32 finds truncated and altered files as a SHA-256 does (this guards against accidents, not
+    # attackers) at six times the speed, and hashing dominated the time of a save.
+    value = 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            value = zlib.crc32(block, value)
+    return f"crc32:{value:08x}"
+
+
 def _sha256(path: Path) -> str:
+    """The checksum that training states saved before CRC-32 record (a bare hex digest)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def file_checksums(directory: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``directory`` but the metadata, by relative POSIX path."""
+    """CRC-32 of every file under ``directory`` but the metadata, by relative POSIX path."""
     sums: dict[str, str] = {}
     for root, _dirs, files in os.walk(directory):
         for name in files:
             path = Path(root) / name
             relative = path.relative_to(directory).as_posix()
             if relative != META_FILE:
-                sums[relative] = _sha256(path)
+                sums[relative] = _crc32(path)
     return dict(sorted(sums.items()))
 
 
@@ -144,8 +156,8 @@ def verify_checksums(directory: Path, recorded: Mapping[str, str]) -> None:
         path = directory / relative
         if not path.is_file():
             problems.append(f"{path} is missing")
-        elif _sha256(path) != expected:
-            problems.append(f"{path} is corrupt: its SHA-256 checksum differs from the one saved with it "
+        elif (_crc32(path) if expected.startswith("crc32:") else _sha256(path)) != expected:
+            problems.append(f"{path} is corrupt: its checksum differs from the one saved with it "
                             f"(size now {path.stat().st_size} bytes)")
     if problems:
         raise CheckpointError(f"training state {directory} is damaged:\n  - " + "\n  - ".join(problems))

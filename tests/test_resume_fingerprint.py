@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from torch.utils.data import TensorDataset
 from typing_extensions import override
 
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
+from pta._fingerprint import verify_checksums
 from pta._validation import ConfigurationError
 from pta.protocols import TrainerLike
 from tests._helpers import manual_seed
@@ -114,3 +116,16 @@ def test_the_fingerprint_is_in_the_metadata(state: Path) -> None:
     assert meta["fingerprint"]["num_processes"] == 1
     assert meta["fingerprint"]["model_parameters"]["0.weight"] == [16, 4]
     assert set(meta["checksums"]) >= {"model.safetensors", "optimizer.bin", "pta_state_0.pt"}
+
+
+def test_states_saved_with_sha256_checksums_still_verify(state: Path) -> None:
+    """Before CRC-32, training states recorded bare SHA-256 digests: they resume, and are still checked."""
+    meta_path = state / "pta_meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert all(value.startswith("crc32:") for value in meta["checksums"].values())
+    meta["checksums"] = {name: hashlib.sha256((state / name).read_bytes()).hexdigest() for name in meta["checksums"]}
+    meta_path.write_text(json.dumps(meta))
+    verify_checksums(state, meta["checksums"])
+    meta["checksums"]["optimizer.bin"] = hashlib.sha256(b"other bytes").hexdigest()
+    with pytest.raises(CheckpointError, match="optimizer.bin is corrupt"):
+        verify_checksums(state, meta["checksums"])

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from pta import DefaultTrainer
 from pta._step_plan import StepPlan, plan_steps
@@ -26,30 +27,37 @@ class Recording(DefaultTrainer):
 
     calls: Counter[str]
 
+    @override
     def forward_context(self) -> Any:
         self.calls["forward_context"] += 1
         return super().forward_context()
 
+    @override
     def train_step_context(self, is_update_step: bool) -> Any:
         self.calls["train_step_context"] += 1
         return super().train_step_context(is_update_step)
 
+    @override
     def is_update_step(self, step: int, num_batches: int | None) -> bool:
         self.calls["is_update_step"] += 1
         return super().is_update_step(step, num_batches)
 
+    @override
     def scale_loss(self, loss: Tensor, batch_output: BatchOutput, batch_size: int) -> Tensor:
         self.calls["scale_loss"] += 1
         return super().scale_loss(loss, batch_output, batch_size)
 
+    @override
     def before_optimizer_step(self) -> None:
         self.calls["before_optimizer_step"] += 1
         super().before_optimizer_step()
 
+    @override
     def optimizer_step_was_skipped(self) -> bool:
         self.calls["optimizer_step_was_skipped"] += 1
         return super().optimizer_step_was_skipped()
 
+    @override
     def scheduler_step(self) -> None:
         self.calls["scheduler_step"] += 1
         super().scheduler_step()
@@ -98,13 +106,17 @@ def test_pta_alone_in_fp32_without_extras_calls_none_of_them() -> None:
     assert plan_steps(trainer) == StepPlan(**{name: False for name in HOOKS})
 
 
+def _step_lr(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.StepLR:
+    return torch.optim.lr_scheduler.StepLR(optimizer, 2)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needed"),
     [
         ({"gradient_accumulation_steps": 2}, {"train_step_context", "is_update_step", "scale_loss", "before_optimizer_step"}),
         ({"gradient_clip_value": 1.0}, {"before_optimizer_step"}),
         ({"gradient_clip_norm": 1.0}, {"before_optimizer_step"}),
-        ({"create_scheduler_fn": lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, 2)}, {"scheduler_step"}),
+        ({"create_scheduler_fn": _step_lr}, {"scheduler_step"}),
     ],
 )
 def test_configurations_that_give_pta_work_make_the_loop_call_it(kwargs: dict[str, Any], needed: set[str]) -> None:
