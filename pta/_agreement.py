@@ -68,11 +68,8 @@ class StopAgreement:
     def __init__(self, num_processes: int) -> None:
         distributed = num_processes > 1 and dist.is_available() and dist.is_initialized()
         self._group = _control_group() if distributed else None
+        self.distributed = self._group is not None  # read at every step: an attribute, not a property
         self._pending: BaseException | None = None
-
-    @property
-    def distributed(self) -> bool:
-        return self._group is not None
 
     def hold(self, error: Exception) -> None:
         """Hold back ``error`` (a ``StopTrainingError`` or any exception) until the next ``agree()``;

@@ -233,7 +233,9 @@ class CallbackHandler:
         At the end of a run every callback is called even when an earlier one raised (so that
         loggers and trackers close); the first exception is then re-raised, later ones noted on it.
         """
-        methods = self._methods(event)
+        methods = self._dispatch.get(event)  # _methods(), inlined: this runs twice per step
+        if methods is None:
+            methods = self._custom_listeners(event)
         if event not in _RUN_END_EVENTS:
             for method in methods:
                 method(*args, **kwargs)
