@@ -51,7 +51,7 @@ def profile_calls(spec: str, work: Work, top: int) -> None:
     def mark() -> None:
         nonlocal marks
         marks += 1
-        if marks == 2:  # the first step starts
+        if marks == 2:  # the first epoch starts
             profiler.enable()
 
     from pta import reset_accelerate_state
