@@ -362,6 +362,11 @@ def test_only_iterable_datasets_with_both_methods_are_stateful() -> None:
         def load_state_dict(self, state: dict[str, int]) -> None:
             pass
 
+    class Plain(IterableDataset[int]):  # a stream that cannot save its position
+        @override
+        def __iter__(self) -> Iterator[int]:
+            return iter(())
+
     class MapStyle(Dataset[int]):
         @override
         def __getitem__(self, index: int) -> int:
@@ -374,6 +379,7 @@ def test_only_iterable_datasets_with_both_methods_are_stateful() -> None:
             pass
 
     assert is_stateful_iterable(Stream())
+    assert not is_stateful_iterable(Plain())
     assert not is_stateful_iterable(NoLoad())
     assert not is_stateful_iterable(NoSave())
     assert not is_stateful_iterable(MapStyle())
