@@ -347,6 +347,20 @@ def test_a_snapshot_without_the_optional_parts_restores_the_rest() -> None:
     assert stream.position == 0
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_snapshot_restores_cuda_and_a_snapshot_taken_without_cuda_leaves_it_alone() -> None:
+    snapshot = capture_rng()
+    expected = torch.rand(3, device="cuda")
+    restore_rng(snapshot)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+    before = torch.cuda.get_rng_state_all()
+    restore_rng({key: value for key, value in snapshot.items() if key != "cuda"})  # saved on a CPU machine
+    after = torch.cuda.get_rng_state_all()
+    assert len(after) == len(before) and all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
 def test_only_iterable_datasets_with_both_methods_are_stateful() -> None:
     class NoLoad(IterableDataset[int]):
         @override
