@@ -17,8 +17,9 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from typing_extensions import override
 
-from pta import BatchOutput, DefaultTrainer, TrainerCallback
+from pta import BatchOutput, DefaultTrainer, TrainerBase, TrainerCallback
 from pta._accelerate import AcceleratorAdapter
+from pta.mixins import GradAccumMixin
 from tests._helpers import max_abs_diff, mlp, optimizer_step, params_of, regression_data
 
 QUIET: tuple[TrainerCallback, ...] = ()  # no console output
@@ -322,3 +323,34 @@ def test_train_loss_epoch_tracks_training_identically_for_any_accumulation() -> 
     big_losses = big_batch.run_history.get_metric_values("train_loss_epoch")
     assert acc_losses == pytest.approx(big_losses, rel=1e-5)
     assert acc_losses[-1] < acc_losses[0]
+
+
+# ---------------------------------------------------------------------------------- the scale_loss seam
+class SeesScaleLoss(TrainerBase[Batch]):
+    """A user mixin below GradAccumMixin in the MRO: it receives what the loop passed to scale_loss."""
+
+    seen: list[tuple[float, int]]
+
+    @override
+    def scale_loss(self, loss: Tensor, batch_output: BatchOutput, batch_size: int) -> Tensor:
+        self.seen.append((float(batch_output["loss"].detach()), batch_size))
+        return super().scale_loss(loss, batch_output, batch_size)
+
+
+class AccumulatingTrainer(GradAccumMixin[Batch], SeesScaleLoss):
+    pass
+
+
+def test_scale_loss_overrides_below_grad_accum_get_the_batch_output_and_size() -> None:
+    model = mlp(hidden=8)
+    trainer = AccumulatingTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.0), callbacks=QUIET)
+    trainer.seen = []
+    dataset = regression_data(n=14)
+    trainer.train(dataset, 1, per_device_batch_size=4, gradient_accumulation_steps=2,
+                  train_dataloader_kwargs=NO_SHUFFLE)
+
+    x, y = dataset.tensors
+    with torch.no_grad():
+        expected = [(float(F.mse_loss(model(x[s]), y[s])), s.stop - s.start) for s in windows(14, 4)]
+    assert [size for _, size in trainer.seen] == [4, 4, 4, 2]
+    assert [loss for loss, _ in trainer.seen] == pytest.approx([loss for loss, _ in expected], rel=1e-6)

@@ -52,16 +52,18 @@ class StopAfter(TrainerCallback):
 
 
 def _run(callbacks: list[TrainerCallback], resume_from: Path | str | None = None, *, workers: int = 0,
-         accumulation: int = 1, max_steps: int | None = None, rng_seed: int = 0) -> DefaultTrainer | None:
+         accumulation: int = 1, max_steps: int | None = None, rng_seed: int = 0,
+         batch_size: int = 8, scheduler: bool = True) -> DefaultTrainer | None:
     reset_accelerate_state()
     manual_seed(rng_seed)  # resumed runs start from unrelated global RNG states
     model = _model()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2), callbacks=callbacks)
     try:
         trainer.train(
-            _data(), EPOCHS, eval_dataset=_data(), per_device_batch_size=8, max_num_train_steps=max_steps,
+            _data(), EPOCHS, eval_dataset=_data(), per_device_batch_size=batch_size, max_num_train_steps=max_steps,
             gradient_accumulation_steps=accumulation, resume_from=resume_from,
-            create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.7),
+            create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.7)
+            if scheduler else None,
             train_dataloader_kwargs={"num_workers": workers},
         )
     except KeyboardInterrupt:
@@ -108,6 +110,26 @@ def test_accumulation_window_scheduler_and_max_steps_continue(tmp_path: Path) ->
     resumed = _run([], tmp_path / "step_4", accumulation=3, max_steps=5, rng_seed=5)
     _assert_identical(reference, resumed)
     assert resumed is not None and resumed._num_updates == 5
+
+
+def test_a_window_stopped_after_one_single_sample_micro_batch_resumes_exactly(tmp_path: Path) -> None:
+    """Batch 4 (one sample) opens the 2nd window: its gradients (a window weight of 1) are saved too."""
+    reference = _run([], accumulation=3, max_steps=3, batch_size=1)
+    _run([StopAfter(tmp_path, (4,))], accumulation=3, max_steps=3, batch_size=1)
+    _assert_identical(reference, _run([], tmp_path / "step_4", accumulation=3, max_steps=3, batch_size=1, rng_seed=5))
+
+
+def test_a_scheduler_can_be_dropped_or_added_on_resume(tmp_path: Path) -> None:
+    """The scheduler is not part of the run's fingerprint: a state saved with one resumes without one,
+    and a state saved without one resumes into a run with a fresh scheduler."""
+    _run([StopAfter(tmp_path / "with", (3,))])
+    dropped = _run([], tmp_path / "with" / "step_3", scheduler=False)
+    assert dropped is not None and dropped.scheduler is None and dropped.num_updates == EPOCHS * BATCHES_PER_EPOCH
+
+    _run([StopAfter(tmp_path / "without", (3,))], scheduler=False)
+    added = _run([], tmp_path / "without" / "step_3")
+    assert added is not None and added.num_updates == EPOCHS * BATCHES_PER_EPOCH
+    assert added.scheduler.last_epoch == EPOCHS * BATCHES_PER_EPOCH - 3  # fresh: stepped after the resume only
 
 
 def test_latest_picks_the_newest_complete_state(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import OneCycleLR
 from typing_extensions import override
 
-from pta import BatchOutput, DefaultTrainer, TrainerCallback, TrainerPlaceholderValues
+from pta import BatchOutput, CheckpointError, DefaultTrainer, TrainerCallback, TrainerPlaceholderValues
 from pta.protocols import SchedulerLike, TrainerLike
 from tests._helpers import mlp, regression_data
 
@@ -313,3 +314,24 @@ def test_max_num_train_steps_callback_events_stop_with_the_run() -> None:
     trainer.train(regression_data(n=40), 1, per_device_batch_size=4, gradient_accumulation_steps=3,
                   max_num_train_steps=5)
     assert seen == list(range(10)) + [0, 1, 2]
+
+
+def test_checkpoints_before_the_first_training_run_have_no_scheduler(tmp_path: Path) -> None:
+    """No scheduler exists before train(): checkpoints save and load without one, and a checkpoint
+    with scheduler state needs load_scheduler=False until then."""
+    model = mlp()
+    fresh = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=QUIET)
+    fresh.save_checkpoint(tmp_path / "fresh.pt")
+    assert "scheduler_state_dict" not in torch.load(tmp_path / "fresh.pt", weights_only=True)
+    fresh.load_checkpoint(tmp_path / "fresh.pt")
+
+    trained_model = mlp()
+    trained = DefaultTrainer(trained_model, nn.MSELoss(), torch.optim.SGD(trained_model.parameters(), lr=0.1),
+                             callbacks=QUIET)
+    trained.train(regression_data(8), 1, per_device_batch_size=4,
+                  create_scheduler_fn=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1))
+    trained.save_checkpoint(tmp_path / "trained.pt")
+    with pytest.raises(CheckpointError, match="has scheduler_state_dict but the trainer has none; "
+                                              "pass load_scheduler=False"):
+        fresh.load_checkpoint(tmp_path / "trained.pt")
+    fresh.load_checkpoint(tmp_path / "trained.pt", load_scheduler=False)

@@ -179,3 +179,12 @@ def test_max_num_train_steps_gives_exactly_that_many_updates_on_each_rank(
         assert result[name]["steps"] == steps
         assert result[name]["epochs"] == 2
     assert_same_tensors(results[0][name]["final"], results[1][name]["final"])
+
+
+# ---------------------------------------------------------------- an eval set smaller than the world
+def test_an_eval_set_without_a_batch_for_every_process_is_refused_with_the_fix(results: Results) -> None:
+    for result in results:
+        assert result["tiny_eval"] == (
+            "eval dataset of 3 samples in batches of 4 gives 1 batch(es) for 2 processes: lower the eval "
+            "per_device_batch_size to at most 1"
+        )

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
-from pta import DefaultTrainer
+from pta import ConfigurationError, DefaultTrainer
 from pta.callbacks import TrainerCallback
 from pta.protocols import TrainerLike
 from tests._helpers import mlp, regression_data
@@ -152,6 +152,13 @@ def main(out_dir: Path) -> dict[str, Any]:
             "epochs": len(trainer.run_history.get_metric_values("train_loss_epoch")),
             "final": params(trainer.get_model()),
         }
+
+    # 5: an eval set too small to give every process a batch is refused before any eval step.
+    try:
+        trainer.evaluate(regression_data(3, seed=4), per_device_batch_size=BATCH_SIZE)
+        result["tiny_eval"] = ""
+    except ConfigurationError as error:
+        result["tiny_eval"] = str(error)
     return result
 
 
