@@ -241,7 +241,9 @@ def test_mixed_precision_needs_amp_mixin() -> None:
     model = linear_model()
     with pytest.raises(pta.ConfigurationError, match="AMPMixin") as info:
         trainer_cls(model, nn.MSELoss(), _sgd(model), callbacks=[_Noop()], mixed_precision="bf16")  # pyright: ignore[reportArgumentType]  # deliberate misuse: the runtime check under test
-    assert "mixed_precision" in str(info.value)
+    # names the argument, the missing mixin and the user's class, so the fix is in the message
+    assert str(info.value).startswith("mixed_precision needs AMPMixin, which NoAMP does not include")
+    assert "add AMPMixin to the bases of NoAMP" in str(info.value)
 
 
 # ------------------------------------------------------------------------------------ hook order

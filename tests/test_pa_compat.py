@@ -249,6 +249,31 @@ def test_worker_init_fn_kept_without_workers() -> None:
     assert trainer.run_config.train_dl_kwargs["worker_init_fn"] is worker_init_fn
 
 
+def test_evaluation_loads_in_the_main_process_by_default() -> None:
+    trainer = quiet_trainer(linear_model())
+    trainer.train(regression_data(n=8), num_epochs=1, per_device_batch_size=4, eval_dataset=regression_data(n=4))
+    assert trainer.run_config.eval_dl_kwargs is not None
+    assert trainer.run_config.eval_dl_kwargs["num_workers"] == 0  # no worker processes unless asked for
+    assert trainer.run_config.eval_dl_kwargs["worker_init_fn"] is worker_init_fn
+
+
+def test_a_new_trainer_has_no_data_yet_and_an_evaluation_has_no_training_kwargs() -> None:
+    """pytorch-accelerated's constructor sets these public attributes to None; code reads them before train()."""
+    trainer = quiet_trainer(linear_model())
+    assert trainer.train_dataset is None and trainer.eval_dataset is None and trainer.collate_fn is None
+    trainer.evaluate(regression_data(n=8), per_device_batch_size=4)
+    assert trainer.run_config.train_dl_kwargs is None  # an evaluation-only run built no training loader
+    assert trainer.run_config.eval_dl_kwargs is not None and trainer.run_config.eval_dl_kwargs["batch_size"] == 4
+
+
+def test_the_run_history_passed_to_the_constructor_is_the_one_filled() -> None:
+    history = InMemoryRunHistory()
+    trainer = quiet_trainer(linear_model(), run_history=history)
+    assert trainer.run_history is history
+    trainer.train(regression_data(n=8), num_epochs=2, per_device_batch_size=4)
+    assert history.current_epoch == 3 and len(history.get_metric_values("train_loss_epoch")) == 2
+
+
 # ------------------------------------------------------------------------------ duck-typed trainers
 class PaStyleFakeTrainer:
     """A stand-in written for pytorch-accelerated: private dataloader attributes, no update count."""
