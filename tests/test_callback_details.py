@@ -1,0 +1,313 @@
+"""Details of the callback toolbox that users see: messages, argument bounds, resumed counts, duck-typed
+trainers, settings a callback passes on. Found by mutation testing (``tools/mutation.py``); the broad
+behaviours are in ``tests/test_callbacks_toolbox.py``, whose tiny runs these reuse (8 batches per epoch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from typing_extensions import override
+
+from pta import BatchOutput, TrainerCallback
+from pta.callbacks import (
+    ConvertSyncBatchNormCallback,
+    LimitBatchesCallback,
+    LimitEvalStepsCallback,
+    ModelEmaCallback,
+    MoveModulesToDeviceCallback,
+    StepBasedEvaluationCallback,
+)
+from pta.protocols import TrainerLike
+from tests.test_callbacks_toolbox import (
+    CountingEma,
+    EvalSpy,
+    ScriptedMetric,
+    bn_model,
+    data,
+    make_trainer,
+    step_lr,
+    train,
+)
+
+EVAL_SET = data(16, seed=1)  # 4 evaluation batches of 4
+LOSS_OUTPUT: BatchOutput = {"loss": torch.tensor(0.0)}
+
+
+# ---------------------------------------------------------------------------------------------- duck-typed trainers
+class FakeConfig:
+    num_processes = 1
+    gradient_accumulation_steps = 2
+
+
+class BareTrainer:
+    """Has only what every trainer has (run_config, print, a model and an update count): none of the
+    capabilities some callbacks check for (dataloaders to replace, intermediate and extra evaluations)."""
+
+    run_config = FakeConfig()
+    num_updates = 1
+
+    def __init__(self) -> None:
+        self.model = nn.Linear(4, 1)
+        self.printed: list[str] = []
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        self.printed.append(" ".join(map(str, args)))
+
+
+def _limit_batches_training(trainer: Any) -> None:
+    LimitBatchesCallback(2).on_training_run_start(trainer)
+
+
+def _limit_batches_evaluation(trainer: Any) -> None:
+    LimitBatchesCallback(2).on_evaluation_run_start(trainer)
+
+
+def _limit_eval_training(trainer: Any) -> None:
+    LimitEvalStepsCallback(2).on_training_run_start(trainer)
+
+
+def _limit_eval_epoch_start(trainer: Any) -> None:
+    LimitEvalStepsCallback(2).on_eval_epoch_start(trainer, is_intermediate=True)
+
+
+def _limit_eval_epoch_end(trainer: Any) -> None:
+    LimitEvalStepsCallback(2).on_eval_epoch_end(trainer, is_intermediate=True)
+
+
+def _limit_eval_run_end(trainer: Any) -> None:
+    LimitEvalStepsCallback(2).on_training_run_end(trainer)
+
+
+def _step_eval_training(trainer: Any) -> None:
+    StepBasedEvaluationCallback(1).on_training_run_start(trainer)
+
+
+def _step_eval_step_end(trainer: Any) -> None:
+    # A step that ends the first update: an evaluation is due.
+    StepBasedEvaluationCallback(1).on_train_step_end(trainer, batch_output=LOSS_OUTPUT, batch=None, step=0)
+
+
+def _ema_eval_epoch_end(trainer: Any) -> None:
+    ModelEmaCallback(evaluate_during_training=True).on_eval_epoch_end(trainer, is_intermediate=False)
+
+
+@pytest.mark.parametrize(("call", "who", "missing"), [
+    (_limit_batches_training, "LimitBatchesCallback", "settable train_dataloader and eval_dataloader"),
+    (_limit_batches_evaluation, "LimitBatchesCallback", "settable train_dataloader and eval_dataloader"),
+    (_limit_eval_training, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
+    (_limit_eval_epoch_start, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
+    (_limit_eval_epoch_end, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
+    (_limit_eval_run_end, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
+    (_step_eval_training, "StepBasedEvaluationCallback", r"run_intermediate_evaluation\(\)"),
+    (_step_eval_step_end, "StepBasedEvaluationCallback", r"run_intermediate_evaluation\(\)"),
+    (_ema_eval_epoch_end, "ModelEmaCallback", r"callback_handler and run_evaluation_epoch\(\)"),
+])
+def test_a_callback_names_itself_and_what_a_trainer_lacks(call: Any, who: str, missing: str) -> None:
+    """Each event that needs more than ``TrainerLike`` checks the trainer it is given, and says which
+    callback needs what (a user's own trainer, or a callback called directly in a user's loop)."""
+    with pytest.raises(TypeError, match=rf"^{who} needs a trainer with {missing} .*got BareTrainer$"):
+        call(BareTrainer())
+
+
+# ---------------------------------------------------------------------------------------------- console messages
+def printed_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if line]
+
+
+def test_step_based_evaluation_and_eval_limit_messages(capsys: pytest.CaptureFixture[str]) -> None:
+    trainer = make_trainer(StepBasedEvaluationCallback(4), LimitEvalStepsCallback(2))
+    capsys.readouterr()
+    train(trainer, eval_dataset=EVAL_SET, num_epochs=1)  # 8 updates: evaluations after updates 4 and 8
+    evaluation = ["Running evaluation after {} optimizer updates", "Limiting evaluation to 2 steps per process",
+                  "Resuming training..."]
+    assert printed_lines(capsys) == [line.format(4) for line in evaluation] + [line.format(8) for line in evaluation]
+
+
+# ---------------------------------------------------------------------------------------------- resumed counts
+class SaveStateAfter(TrainerCallback):
+    """Saves a training state after the ``at``-th training step (counted from 1) of the run."""
+
+    def __init__(self, directory: Path, at: int) -> None:
+        self.directory, self.at, self.seen = directory, at, 0
+
+    @override
+    def on_train_step_end(
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+    ) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            save = getattr(trainer, "save_training_state")
+            save(self.directory)
+
+
+def test_step_based_evaluation_continues_the_update_count_after_a_resume(tmp_path: Path) -> None:
+    """Accumulation 2: 4 updates per epoch. The state after batch 4 holds 2 updates; the resumed run
+    evaluates after updates 4, 6 and 8 only (its first batch does not end an update)."""
+    train(make_trainer(SaveStateAfter(tmp_path / "state", at=4)), gradient_accumulation_steps=2)
+    spy = EvalSpy()
+    resumed = make_trainer(StepBasedEvaluationCallback(2), spy)
+    train(resumed, eval_dataset=EVAL_SET, gradient_accumulation_steps=2, resume_from=tmp_path / "state")
+    assert [e["updates"] for e in spy.evals if e["intermediate"]] == [4, 6, 8]
+
+
+# ---------------------------------------------------------------------------------------------- ModelEma
+@pytest.mark.parametrize("decay", [0.0, 0.5, 1.0])
+def test_model_ema_accepts_every_decay_in_the_closed_unit_interval(decay: float) -> None:
+    assert ModelEmaCallback(decay=decay).decay == decay
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.01, 1.5, 2.0, 2.5])
+def test_model_ema_rejects_a_decay_outside_the_unit_interval(decay: float) -> None:
+    with pytest.raises(ValueError, match=rf"^decay must be in \[0, 1\], got {decay!r}$"):
+        ModelEmaCallback(decay=decay)
+
+
+def test_model_ema_names_the_missing_eval_set_and_the_way_out(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^ModelEmaCallback\(evaluate_during_training=True\) needs an eval_dataset "
+                                         r"passed to train\(\); pass evaluate_during_training=False to only save "
+                                         r"the EMA after each epoch$"):
+        train(make_trainer(ModelEmaCallback(save_path=tmp_path / "ema.pt")))
+
+
+def saved(path: Path) -> dict[str, Any]:
+    checkpoint: dict[str, Any] = torch.load(path, weights_only=True)
+    return checkpoint
+
+
+@pytest.mark.parametrize("evaluate", [True, False])
+def test_model_ema_saves_neither_optimizer_nor_scheduler(tmp_path: Path, evaluate: bool) -> None:
+    """The EMA file holds the EMA's weights (and the watched value): the run's optimizer and scheduler
+    states belong to the model, not to its EMA."""
+    callback = ModelEmaCallback(evaluate_during_training=evaluate, save_path=tmp_path / "ema.pt")
+    train(make_trainer(callback), eval_dataset=EVAL_SET, create_scheduler_fn=step_lr)
+    expected = {"model_state_dict", "ema_model_eval_loss_epoch", "epoch"} if evaluate else {"model_state_dict"}
+    assert set(saved(tmp_path / "ema.pt")) == expected
+
+
+def test_model_ema_honours_greater_is_better(tmp_path: Path) -> None:
+    callback = ModelEmaCallback(watch_metric="score", greater_is_better=True, save_path=tmp_path / "ema.pt")
+    train(make_trainer(ScriptedMetric([1.0, 3.0, 2.0]), callback), num_epochs=3, eval_dataset=EVAL_SET)
+    checkpoint = saved(tmp_path / "ema.pt")
+    assert (checkpoint["score"], checkpoint["epoch"]) == (3.0, 2)
+    assert callback.best_metric == 3.0
+
+
+class NextValue(TrainerCallback):
+    """Records the next of ``values`` as ``score`` at the end of each epoch, across runs."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+
+    @override
+    def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        trainer.run_history.update_metric("score", self.values.pop(0))
+
+
+def test_model_ema_keeps_its_best_value_across_training_runs(tmp_path: Path) -> None:
+    """As in pytorch-accelerated (``reset_on_train=False``): a later run of the same trainer saves its EMA
+    only when it beats the best value of the earlier runs."""
+    callback = ModelEmaCallback(watch_metric="score", save_path=tmp_path / "ema.pt")
+    trainer = make_trainer(NextValue(1.0, 2.0, 0.5), callback)
+    train(trainer, num_epochs=1, eval_dataset=EVAL_SET)
+    train(trainer, num_epochs=1, eval_dataset=EVAL_SET)  # 2.0 is worse than 1.0: not saved
+    assert saved(tmp_path / "ema.pt")["score"] == 1.0 and callback.best_metric == 1.0
+    train(trainer, num_epochs=1, eval_dataset=EVAL_SET)
+    assert saved(tmp_path / "ema.pt")["score"] == 0.5
+
+
+def ema_losses(trainer: Any) -> list[float]:
+    values: list[float] = trainer.run_history.get_metric_values("ema_model_eval_loss_epoch")
+    return values
+
+
+def test_model_ema_evaluates_only_after_end_of_epoch_evaluations(tmp_path: Path) -> None:
+    """Not after intermediate evaluations, and never with ``evaluate_during_training=False``."""
+    during = ModelEmaCallback(save_path=tmp_path / "ema.pt")
+    trainer = make_trainer(StepBasedEvaluationCallback(2), during)
+    train(trainer, eval_dataset=EVAL_SET)  # 8 intermediate evaluations, 2 end-of-epoch ones
+    assert len(trainer.run_history.get_metric_values("intermediate_eval_loss")) == 8
+    assert len(ema_losses(trainer)) == 2
+    after = make_trainer(ModelEmaCallback(evaluate_during_training=False, save_path=tmp_path / "ema2.pt"))
+    train(after, eval_dataset=EVAL_SET)
+    assert len(after.run_history.get_metric_values("eval_loss_epoch")) == 2 and ema_losses(after) == []
+
+
+class EndEvalEpochWithoutFlag(TrainerCallback):
+    """Calls ``ema.on_eval_epoch_end(trainer)`` as a pytorch-accelerated-style trainer would, without
+    ``is_intermediate``, once per training epoch."""
+
+    def __init__(self, ema: ModelEmaCallback) -> None:
+        self.ema = ema
+
+    @override
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.ema.on_eval_epoch_end(trainer)
+
+
+def test_model_ema_takes_an_eval_epoch_end_without_flag_as_an_end_of_epoch_evaluation(tmp_path: Path) -> None:
+    """``TrainerCallback.on_eval_epoch_end``'s default: ``is_intermediate=False``."""
+    ema = ModelEmaCallback(save_path=tmp_path / "ema.pt")
+    trainer = make_trainer(ema, EndEvalEpochWithoutFlag(ema))
+    train(trainer, eval_dataset=EVAL_SET)
+    assert len(ema_losses(trainer)) == 4  # the direct call's and the epoch's own, each epoch
+
+
+class UpdateCountless:
+    """A duck-typed trainer without an update count: callbacks fall back to the accumulation windows."""
+
+    run_config = FakeConfig()  # accumulation 2
+    train_dataloader = [0] * 5  # the last window is short
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.model = nn.Linear(4, 1)
+
+    def get_model(self, keep_torch_compile: bool = True) -> nn.Module:
+        return self.model
+
+
+def test_model_ema_updates_once_per_window_with_a_trainer_without_update_count() -> None:
+    CountingEma.updates = 0
+    callback = ModelEmaCallback(evaluate_during_training=False, model_ema=CountingEma)
+    trainer: Any = UpdateCountless()
+    callback.on_training_run_start(trainer)
+    for step in range(5):
+        callback.on_train_step_end(trainer, batch_output=LOSS_OUTPUT, batch=None, step=step)
+    assert CountingEma.updates == 3  # after batches 2, 4 and 5
+
+
+# ---------------------------------------------------------------------------------------------- SyncBatchNorm
+@pytest.mark.parametrize(("world_size", "converted"), [(1, False), (2, True), (4, True)])
+def test_sync_batchnorm_converts_from_two_processes_on(monkeypatch: pytest.MonkeyPatch, world_size: int,
+                                                       converted: bool) -> None:
+    def get_world_size(group: object = None) -> int:
+        return world_size
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", get_world_size)
+    trainer: Any = BareTrainer()
+    trainer.model = bn_model()
+    ConvertSyncBatchNormCallback().on_init_end(trainer)
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in trainer.model.modules()) == converted
+
+
+# ---------------------------------------------------------------------------------------------- MoveModulesToDevice
+class WithTeacher:
+    def __init__(self) -> None:
+        self.device = torch.device("meta")
+        self.model = nn.Linear(4, 1)
+        self.teacher = nn.Linear(4, 1)
+        self.not_a_module = Tensor([1.0])
+
+
+@pytest.mark.parametrize("event", ["on_training_run_start", "on_evaluation_run_start"])
+def test_move_modules_to_device_moves_every_module_but_the_model(event: str) -> None:
+    trainer: Any = WithTeacher()
+    getattr(MoveModulesToDeviceCallback(), event)(trainer)
+    assert trainer.teacher.weight.device.type == "meta"
+    assert trainer.model.weight.device.type == "cpu" and trainer.not_a_module.device.type == "cpu"
