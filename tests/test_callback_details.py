@@ -27,6 +27,7 @@ from tests.test_callbacks_toolbox import (
     CountingEma,
     EvalSpy,
     ScriptedMetric,
+    StepCounter,
     bn_model,
     data,
     make_trainer,
@@ -71,14 +72,6 @@ def _limit_eval_training(trainer: Any) -> None:
     LimitEvalStepsCallback(2).on_training_run_start(trainer)
 
 
-def _limit_eval_epoch_start(trainer: Any) -> None:
-    LimitEvalStepsCallback(2).on_eval_epoch_start(trainer, is_intermediate=True)
-
-
-def _limit_eval_epoch_end(trainer: Any) -> None:
-    LimitEvalStepsCallback(2).on_eval_epoch_end(trainer, is_intermediate=True)
-
-
 def _limit_eval_run_end(trainer: Any) -> None:
     LimitEvalStepsCallback(2).on_training_run_end(trainer)
 
@@ -100,8 +93,6 @@ def _ema_eval_epoch_end(trainer: Any) -> None:
     (_limit_batches_training, "LimitBatchesCallback", "settable train_dataloader and eval_dataloader"),
     (_limit_batches_evaluation, "LimitBatchesCallback", "settable train_dataloader and eval_dataloader"),
     (_limit_eval_training, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
-    (_limit_eval_epoch_start, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
-    (_limit_eval_epoch_end, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
     (_limit_eval_run_end, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
     (_step_eval_training, "StepBasedEvaluationCallback", r"run_intermediate_evaluation\(\)"),
     (_step_eval_step_end, "StepBasedEvaluationCallback", r"run_intermediate_evaluation\(\)"),
@@ -126,6 +117,20 @@ def test_step_based_evaluation_and_eval_limit_messages(capsys: pytest.CaptureFix
     evaluation = ["Running evaluation after {} optimizer updates", "Limiting evaluation to 2 steps per process",
                   "Resuming training..."]
     assert printed_lines(capsys) == [line.format(4) for line in evaluation] + [line.format(8) for line in evaluation]
+
+
+@pytest.mark.parametrize("eval_limit_first", [True, False])
+def test_limit_eval_steps_and_limit_batches_both_apply_in_either_order(eval_limit_first: bool) -> None:
+    """LimitBatchesCallback wraps the eval dataloader again when it comes after LimitEvalStepsCallback;
+    the evaluation limit must still hold (it used to be dropped silently)."""
+    spy, counter = EvalSpy(), StepCounter()
+    limits: list[TrainerCallback] = [LimitEvalStepsCallback(2, limit_intermediate_only=False), LimitBatchesCallback(3)]
+    trainer = make_trainer(*(limits if eval_limit_first else limits[::-1]), spy, counter)
+    train(trainer, eval_dataset=data(32, seed=1), num_epochs=1)  # 8 eval batches
+    assert counter.train_steps == [3] and [e["steps"] for e in spy.evals] == [2]
+    spy.evals.clear()
+    trainer.evaluate(data(32, seed=1), per_device_batch_size=4)
+    assert [e["steps"] for e in spy.evals] == [2]
 
 
 # ---------------------------------------------------------------------------------------------- resumed counts
