@@ -5,6 +5,7 @@ behaviours are in ``tests/test_callbacks_toolbox.py``, whose tiny runs these reu
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,18 @@ from typing_extensions import override
 from pta import BatchOutput, TrainerCallback
 from pta.callbacks import (
     ConvertSyncBatchNormCallback,
+    EarlyStoppingCallback,
     LimitBatchesCallback,
     LimitEvalStepsCallback,
     ModelEmaCallback,
     MoveModulesToDeviceCallback,
+    SaveBestModelCallback,
+    SaveTrainingStateCallback,
     StepBasedEvaluationCallback,
 )
+from pta.checkpoint import load_torch_file
 from pta.protocols import TrainerLike
+from pta.state import rank_file
 from tests.test_callbacks_toolbox import (
     CountingEma,
     EvalSpy,
@@ -85,6 +91,14 @@ def _step_eval_step_end(trainer: Any) -> None:
     StepBasedEvaluationCallback(1).on_train_step_end(trainer, batch_output=LOSS_OUTPUT, batch=None, step=0)
 
 
+def _training_states_training(trainer: Any) -> None:
+    SaveTrainingStateCallback().on_training_run_start(trainer)
+
+
+def _training_states_run_end(trainer: Any) -> None:
+    SaveTrainingStateCallback(save_at_end=True).on_training_run_end(trainer)
+
+
 def _ema_eval_epoch_end(trainer: Any) -> None:
     ModelEmaCallback(evaluate_during_training=True).on_eval_epoch_end(trainer, is_intermediate=False)
 
@@ -96,11 +110,15 @@ def _ema_eval_epoch_end(trainer: Any) -> None:
     (_limit_eval_run_end, "LimitEvalStepsCallback", "settable train_dataloader and eval_dataloader"),
     (_step_eval_training, "StepBasedEvaluationCallback", r"run_intermediate_evaluation\(\)"),
     (_step_eval_step_end, "StepBasedEvaluationCallback", r"run_intermediate_evaluation\(\)"),
+    (_training_states_training, "SaveTrainingStateCallback", r"save_training_state\(\) and load_training_state\(\)"),
+    (_training_states_run_end, "SaveTrainingStateCallback", r"save_training_state\(\) and load_training_state\(\)"),
     (_ema_eval_epoch_end, "ModelEmaCallback", r"callback_handler and run_evaluation_epoch\(\)"),
 ])
-def test_a_callback_names_itself_and_what_a_trainer_lacks(call: Any, who: str, missing: str) -> None:
+def test_a_callback_names_itself_and_what_a_trainer_lacks(call: Any, who: str, missing: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Each event that needs more than ``TrainerLike`` checks the trainer it is given, and says which
     callback needs what (a user's own trainer, or a callback called directly in a user's loop)."""
+    monkeypatch.chdir(tmp_path)  # default save directories
     with pytest.raises(TypeError, match=rf"^{who} needs a trainer with {missing} .*got BareTrainer$"):
         call(BareTrainer())
 
@@ -316,3 +334,84 @@ def test_move_modules_to_device_moves_every_module_but_the_model(event: str) -> 
     getattr(MoveModulesToDeviceCallback(), event)(trainer)
     assert trainer.teacher.weight.device.type == "meta"
     assert trainer.model.weight.device.type == "cpu" and trainer.not_a_module.device.type == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------- EarlyStopping
+def test_early_stopping_reports_each_decision(capsys: pytest.CaptureFixture[str]) -> None:
+    callback = EarlyStoppingCallback(early_stopping_patience=2, early_stopping_threshold=0.5, watch_metric="score")
+    trainer = make_trainer(ScriptedMetric([4.0, 3.0, 3.75, 3.5, 1.0]), callback)
+    capsys.readouterr()
+    train(trainer, num_epochs=5)
+    assert printed_lines(capsys) == [
+        "Improvement of 1.0 observed, resetting counter.", "Early stopping counter: 0/2",  # 3.0 beats 4.0 by 1.0
+        "No improvement above threshold observed, incrementing counter.", "Early stopping counter: 1/2",
+        "No improvement above threshold observed, incrementing counter.", "Early stopping counter: 2/2",
+        "Stopping training due to no improvement of score after 2 epochs",
+    ]
+    assert (callback.best_metric, callback.early_stopping_patience_counter) == (3.0, 2)
+
+
+# ---------------------------------------------------------------------------------------------- SaveBestModel
+def test_save_best_reports_what_it_loads_at_the_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    best = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="score")
+    trainer = make_trainer(ScriptedMetric([2.0, 1.0, 1.5]), best)
+    capsys.readouterr()
+    train(trainer, num_epochs=3)
+    assert printed_lines(capsys) == ["Loading checkpoint with score: 1.0 from epoch 2"]
+    never = make_trainer(ScriptedMetric([math.nan]), SaveBestModelCallback(tmp_path / "never.pt", watch_metric="score"))
+    capsys.readouterr()
+    train(never, num_epochs=1)
+    assert printed_lines(capsys) == ["No checkpoint was saved for score in this run; keeping the current weights"]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.01, 5.0])
+def test_early_stopping_accepts_any_finite_threshold_from_zero(threshold: float) -> None:
+    assert EarlyStoppingCallback(early_stopping_threshold=threshold).early_stopping_threshold == threshold
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"early_stopping_patience": 0}, "early_stopping_patience must be a positive integer, got 0"),
+    ({"early_stopping_patience": 1.5}, "early_stopping_patience must be a positive integer, got 1.5"),
+    ({"early_stopping_threshold": -0.5}, "early_stopping_threshold must be a finite number >= 0, got -0.5"),
+    ({"early_stopping_threshold": math.inf}, "early_stopping_threshold must be a finite number >= 0, got inf"),
+    ({"early_stopping_threshold": math.nan}, "early_stopping_threshold must be a finite number >= 0, got nan"),
+])
+def test_early_stopping_names_a_bad_setting(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        EarlyStoppingCallback(**kwargs)
+    assert str(raised.value) == message
+
+
+# ---------------------------------------------------------------------------------------------- SaveTrainingState
+def test_save_training_state_accepts_none_for_every_interval() -> None:
+    callback = SaveTrainingStateCallback(save_every_n_epochs=None, save_every_n_steps=None, max_checkpoints=None)
+    assert (callback.save_every_n_epochs, callback.save_every_n_steps, callback.max_checkpoints) == (None, None, None)
+
+
+@pytest.mark.parametrize("name", ["save_every_n_epochs", "save_every_n_steps", "max_checkpoints"])
+@pytest.mark.parametrize("value", [0, -1, 1.5])
+def test_save_training_state_names_a_bad_interval(name: str, value: float) -> None:
+    with pytest.raises(ValueError) as raised:
+        SaveTrainingStateCallback(**{name: value})
+    assert str(raised.value) == f"{name} must be a positive integer or None, got {value!r}"
+
+
+def test_save_training_state_reports_saves_and_removals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trainer = make_trainer(SaveTrainingStateCallback(tmp_path, save_every_n_steps=3, max_checkpoints=2))
+    capsys.readouterr()
+    train(trainer)  # 16 updates: step_3 ... step_15, then final
+    saved_names = [f"step_{n}" for n in range(3, 16, 3)] + ["final"]
+    expected: list[str] = []
+    for index, name in enumerate(saved_names):
+        expected.append(f"Saved training state to {tmp_path / name}")
+        if index >= 2:
+            expected.append(f"Removed old training state: {tmp_path / saved_names[index - 2]}")
+    assert printed_lines(capsys) == expected
+    assert {child.name for child in tmp_path.iterdir()} == {"step_15", "final"}
+
+
+def test_save_training_state_records_the_update_count_as_global_step(tmp_path: Path) -> None:
+    """``checkpoint_kwargs={"global_step": updates}``: ``load_training_state`` returns it (as pa's does)."""
+    train(make_trainer(SaveTrainingStateCallback(tmp_path, save_every_n_steps=5)))
+    for name, updates in (("step_5", 5), ("step_10", 10), ("final", 16)):
+        assert load_torch_file(rank_file(tmp_path / name, 0), weights_only=False)["user"] == {"global_step": updates}
