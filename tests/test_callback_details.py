@@ -391,8 +391,9 @@ def test_save_training_state_accepts_none_for_every_interval() -> None:
 @pytest.mark.parametrize("name", ["save_every_n_epochs", "save_every_n_steps", "max_checkpoints"])
 @pytest.mark.parametrize("value", [0, -1, 1.5])
 def test_save_training_state_names_a_bad_interval(name: str, value: float) -> None:
+    kwargs: dict[str, Any] = {name: value}  # untyped callers: the type checkers reject these values
     with pytest.raises(ValueError) as raised:
-        SaveTrainingStateCallback(**{name: value})
+        SaveTrainingStateCallback(**kwargs)
     assert str(raised.value) == f"{name} must be a positive integer or None, got {value!r}"
 
 
