@@ -416,3 +416,13 @@ def test_save_training_state_records_the_update_count_as_global_step(tmp_path: P
     train(make_trainer(SaveTrainingStateCallback(tmp_path, save_every_n_steps=5)))
     for name, updates in (("step_5", 5), ("step_10", 10), ("final", 16)):
         assert load_torch_file(rank_file(tmp_path / name, 0), weights_only=False)["user"] == {"global_step": updates}
+
+
+@pytest.mark.parametrize("callback", [EarlyStoppingCallback(watch_metric="score"),
+                                      SaveBestModelCallback(watch_metric="score")])
+def test_a_missing_watched_metric_names_the_callback_and_the_fix(callback: TrainerCallback) -> None:
+    with pytest.raises(ValueError) as raised:
+        train(make_trainer(callback), num_epochs=1)
+    assert str(raised.value) == (
+        f"{type(callback).__name__} watches 'score', which has no recorded value (recorded: ['train_loss_epoch']); "
+        "pass an eval_dataset to train() for eval_loss_epoch, or choose another watch_metric")
