@@ -426,3 +426,12 @@ def test_a_missing_watched_metric_names_the_callback_and_the_fix(callback: Train
     assert str(raised.value) == (
         f"{type(callback).__name__} watches 'score', which has no recorded value (recorded: ['train_loss_epoch']); "
         "pass an eval_dataset to train() for eval_loss_epoch, or choose another watch_metric")
+
+
+def test_save_best_forgets_the_best_value_of_an_earlier_run_by_default(tmp_path: Path) -> None:
+    """``reset_on_train=True``: each training run saves (and loads) its own best model."""
+    callback = SaveBestModelCallback(tmp_path / "best.pt", watch_metric="score")
+    trainer = make_trainer(NextValue(1.0, 2.0), callback)
+    train(trainer, num_epochs=1)
+    train(trainer, num_epochs=1)  # 2.0 is worse than the first run's 1.0, but the best of this run
+    assert saved(tmp_path / "best.pt")["score"] == 2.0 and callback.best_metric == 2.0
