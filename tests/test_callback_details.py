@@ -30,6 +30,7 @@ from pta.checkpoint import load_torch_file
 from pta.protocols import TrainerLike
 from pta.state import rank_file
 from tests.test_callbacks_toolbox import (
+    AlwaysDistributed,
     CountingEma,
     EvalSpy,
     ScriptedMetric,
@@ -435,3 +436,14 @@ def test_save_best_forgets_the_best_value_of_an_earlier_run_by_default(tmp_path:
     train(trainer, num_epochs=1)
     train(trainer, num_epochs=1)  # 2.0 is worse than the first run's 1.0, but the best of this run
     assert saved(tmp_path / "best.pt")["score"] == 2.0 and callback.best_metric == 2.0
+
+
+def test_sync_batchnorm_explains_how_to_convert_a_model_assigned_later() -> None:
+    trainer = make_trainer(AlwaysDistributed(), model=bn_model())
+    trainer.model = nn.Sequential(*[nn.BatchNorm1d(4) for _ in range(6)])
+    with pytest.raises(RuntimeError) as raised:
+        AlwaysDistributed().on_training_run_start(trainer)
+    assert str(raised.value) == (
+        "ConvertSyncBatchNormCallback: the model has BatchNorm layers that are not SyncBatchNorm (0, 1, 2, 3, 4, ...): "
+        "it was assigned to trainer.model after the trainer was constructed, and it is already wrapped for distributed "
+        "training. Convert it with torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) before assigning it.")
