@@ -35,6 +35,7 @@ from tests.test_callbacks_toolbox import (
     EvalSpy,
     ScriptedMetric,
     StepCounter,
+    Wrapper,
     bn_model,
     data,
     make_trainer,
@@ -447,3 +448,37 @@ def test_sync_batchnorm_explains_how_to_convert_a_model_assigned_later() -> None
         "ConvertSyncBatchNormCallback: the model has BatchNorm layers that are not SyncBatchNorm (0, 1, 2, 3, 4, ...): "
         "it was assigned to trainer.model after the trainer was constructed, and it is already wrapped for distributed "
         "training. Convert it with torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) before assigning it.")
+
+
+class CompiledOnMeta:
+    """A trainer whose model is wrapped (``Wrapper`` stands for ``torch.compile``'s, which takes seconds to
+    import) and whose device is ``meta``."""
+
+    device = torch.device("meta")
+
+    def __init__(self) -> None:
+        self.model = nn.Linear(4, 1)
+
+    def get_model(self, keep_torch_compile: bool = True) -> nn.Module:
+        return Wrapper(self.model) if keep_torch_compile else self.model
+
+
+def test_model_ema_copies_the_unwrapped_model_onto_the_trainers_device() -> None:
+    callback = ModelEmaCallback(evaluate_during_training=False)
+    trainer: Any = CompiledOnMeta()
+    callback.on_training_run_start(trainer)
+    assert callback.ema_model is not None
+    state = callback.ema_model.module.state_dict()
+    assert set(state) == {"weight", "bias"} and all(value.device.type == "meta" for value in state.values())
+
+
+def test_model_ema_continues_its_update_count_after_a_resume(tmp_path: Path) -> None:
+    """Accumulation 2, resumed after batch 4 (update 2): the EMA is updated after updates 3 to 8 only, not
+    after the resumed run's first batch, which ends no update."""
+    def ema() -> ModelEmaCallback:
+        return ModelEmaCallback(evaluate_during_training=False, save_path=tmp_path / "ema.pt", model_ema=CountingEma)
+
+    train(make_trainer(ema(), SaveStateAfter(tmp_path / "state", at=4)), gradient_accumulation_steps=2)
+    CountingEma.updates = 0
+    train(make_trainer(ema()), gradient_accumulation_steps=2, resume_from=tmp_path / "state")
+    assert CountingEma.updates == 6
