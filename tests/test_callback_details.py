@@ -6,6 +6,7 @@ behaviours are in ``tests/test_callbacks_toolbox.py``, whose tiny runs these reu
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,17 @@ from pta.callbacks import (
     LimitBatchesCallback,
     LimitEvalStepsCallback,
     ModelEmaCallback,
+    NonFiniteLossError,
     MoveModulesToDeviceCallback,
     SaveBestModelCallback,
     SaveTrainingStateCallback,
     StepBasedEvaluationCallback,
+    StopTrainingError,
+    TerminateOnNaNCallback,
 )
 from pta.checkpoint import load_torch_file
 from pta.protocols import TrainerLike
-from pta.state import rank_file
+from pta.state import META_FILE, rank_file
 from tests.test_callbacks_toolbox import (
     AlwaysDistributed,
     CountingEma,
@@ -482,3 +486,90 @@ def test_model_ema_continues_its_update_count_after_a_resume(tmp_path: Path) -> 
     CountingEma.updates = 0
     train(make_trainer(ema()), gradient_accumulation_steps=2, resume_from=tmp_path / "state")
     assert CountingEma.updates == 6
+
+
+def test_save_training_state_saves_again_under_an_existing_name(tmp_path: Path) -> None:
+    """A second run into the same directory writes ``final`` again (and counts it as the newest state)."""
+    for _ in range(2):
+        train(make_trainer(SaveTrainingStateCallback(tmp_path, max_checkpoints=1)), num_epochs=1)
+    assert {child.name for child in tmp_path.iterdir()} == {"final"}
+
+
+def test_save_training_state_continues_the_update_count_after_a_resume(tmp_path: Path) -> None:
+    """Accumulation 2, resumed after batch 4 (update 2): states after updates 4, 6, 8, not another step_2."""
+    train(make_trainer(SaveStateAfter(tmp_path / "state", at=4)), gradient_accumulation_steps=2)
+    callback = SaveTrainingStateCallback(tmp_path / "resumed", save_every_n_steps=2, save_at_end=False)
+    train(make_trainer(callback), gradient_accumulation_steps=2, resume_from=tmp_path / "state")
+    assert {child.name for child in (tmp_path / "resumed").iterdir()} == {"step_4", "step_6", "step_8"}
+
+
+class StateWriter(BareTrainer):
+    """Writes an empty state directory for each ``save_training_state``; one process of several."""
+
+    def __init__(self, main: bool) -> None:
+        super().__init__()
+        self.is_world_main_process = main
+        self.num_updates = 0
+
+    def save_training_state(self, output_dir: str | Path, checkpoint_kwargs: dict[str, Any] | None = None) -> Path:
+        directory = Path(output_dir)
+        directory.mkdir(parents=True)
+        (directory / META_FILE).write_text("{}")
+        return directory
+
+    def load_training_state(self, input_dir: str | Path) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize("main", [True, False])
+def test_only_the_main_process_removes_old_training_states(tmp_path: Path, main: bool) -> None:
+    callback = SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, save_at_end=False, max_checkpoints=1)
+    trainer: Any = StateWriter(main)
+    callback.on_training_run_start(trainer)
+    for step in range(3):
+        trainer.num_updates = step + 1
+        callback.on_train_step_end(trainer, step=step)
+    remaining = {child.name for child in tmp_path.iterdir()}
+    assert remaining == ({"step_3"} if main else {"step_1", "step_2", "step_3"})
+
+
+# ---------------------------------------------------------------------------------------------- TerminateOnNaN
+class History:
+    current_epoch = 1
+
+
+class NoLossMeter(BareTrainer):
+    """A trainer without pta's running loss sums: the callback keeps a sum of its own. Records the devices
+    of the tensors it gathers (``meta`` stands for an accelerator: collectives need tensors there)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device = torch.device(device)
+        self.run_history = History()
+        self.gathered: list[str] = []
+
+    def gather(self, tensor: Tensor, padding_value: float | None = None) -> Tensor:
+        self.gathered.append(tensor.device.type)
+        return torch.zeros(tensor.shape, dtype=tensor.dtype) if tensor.device.type == "meta" else tensor
+
+
+def test_terminate_on_nan_keeps_its_own_sum_for_a_trainer_without_one() -> None:
+    callback = TerminateOnNaNCallback(check_every_n_steps=2)
+    trainer: Any = NoLossMeter("cpu")
+    callback.on_training_run_start(trainer)
+    callback.on_train_epoch_start(trainer)
+    callback.on_train_step_end(trainer, batch_output={"loss": torch.tensor(1.0)})
+    message = "The training loss became NaN or infinite in epoch 1 (at or before step 2 of the epoch)"
+    with pytest.raises(StopTrainingError, match=rf"^Stopping training: {re.escape(message)}$"):
+        callback.on_train_step_end(trainer, batch_output={"loss": torch.tensor(math.nan)})
+    with pytest.raises(NonFiniteLossError, match=rf"^{re.escape(message)}$"):
+        callback.on_training_run_end(trainer)
+
+
+def test_terminate_on_nan_checks_an_epoch_without_steps_on_the_trainers_device() -> None:
+    callback = TerminateOnNaNCallback()
+    trainer: Any = NoLossMeter("meta")
+    callback.on_training_run_start(trainer)
+    callback.on_train_epoch_start(trainer)
+    callback.on_train_epoch_end(trainer)  # nothing summed: nothing to stop for
+    assert trainer.gathered == ["meta"] and not callback.triggered
