@@ -29,6 +29,7 @@ from pta.callbacks import (
     StepBasedEvaluationCallback,
     StopTrainingError,
     TerminateOnNaNCallback,
+    WSDCheckpointCallback,
 )
 from pta.checkpoint import load_torch_file
 from pta.protocols import TrainerLike
@@ -43,8 +44,10 @@ from tests.test_callbacks_toolbox import (
     bn_model,
     data,
     make_trainer,
+    meta,
     step_lr,
     train,
+    wsd,
 )
 
 EVAL_SET = data(16, seed=1)  # 4 evaluation batches of 4
@@ -105,6 +108,28 @@ def _training_states_run_end(trainer: Any) -> None:
     SaveTrainingStateCallback(save_at_end=True).on_training_run_end(trainer)
 
 
+class FakeWSDScheduler:
+    decay_phase_ratio = 0.25
+
+    def get_checkpoint_steps(self) -> list[int]:
+        return [8]
+
+    def get_decay_info(self) -> Any:
+        return None
+
+    def get_phase_info(self, num_updates: int) -> dict[str, Any]:
+        return {"pre_decay_step": 6, "period_end": 8}
+
+    def get_current_step(self) -> int:
+        return -1
+
+
+def _wsd_initial_state(trainer: Any) -> None:
+    trainer.scheduler, trainer.run_history, trainer.num_updates = FakeWSDScheduler(), History(), 0  # a new run
+    Path("initial").mkdir()
+    WSDCheckpointCallback(initial_checkpoint="initial").on_training_run_start(trainer)
+
+
 def _ema_eval_epoch_end(trainer: Any) -> None:
     ModelEmaCallback(evaluate_during_training=True).on_eval_epoch_end(trainer, is_intermediate=False)
 
@@ -118,6 +143,7 @@ def _ema_eval_epoch_end(trainer: Any) -> None:
     (_step_eval_step_end, "StepBasedEvaluationCallback", r"run_intermediate_evaluation\(\)"),
     (_training_states_training, "SaveTrainingStateCallback", r"save_training_state\(\) and load_training_state\(\)"),
     (_training_states_run_end, "SaveTrainingStateCallback", r"save_training_state\(\) and load_training_state\(\)"),
+    (_wsd_initial_state, "WSDCheckpointCallback", r"save_training_state\(\) and load_training_state\(\)"),
     (_ema_eval_epoch_end, "ModelEmaCallback", r"callback_handler and run_evaluation_epoch\(\)"),
 ])
 def test_a_callback_names_itself_and_what_a_trainer_lacks(call: Any, who: str, missing: str, tmp_path: Path,
@@ -573,3 +599,40 @@ def test_terminate_on_nan_checks_an_epoch_without_steps_on_the_trainers_device()
     callback.on_train_epoch_start(trainer)
     callback.on_train_epoch_end(trainer)  # nothing summed: nothing to stop for
     assert trainer.gathered == ["meta"] and not callback.triggered
+
+
+# ---------------------------------------------------------------------------------------------- WSD
+class ContinuationSpy(TrainerCallback):
+    """Saves a training state before the run's first batch; records the first epoch's batch losses."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.losses: list[float] = []
+
+    @override
+    def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        if trainer.run_history.current_epoch == 1:
+            getattr(trainer, "save_training_state")(self.directory)
+
+    @override
+    def on_train_step_end(
+        self, trainer: TrainerLike, *, batch_output: BatchOutput, batch: Any, step: int, **kwargs: Any
+    ) -> None:
+        if trainer.run_history.current_epoch == 1:
+            self.losses.append(float(batch_output["loss"].detach()))
+
+
+def test_wsd_initial_training_state_starts_a_run_with_nothing_of_the_old_one(tmp_path: Path) -> None:
+    """A state saved at the end of epoch 1 (before its evaluation) as initial_checkpoint: the new run keeps the
+    weights, optimizer and scheduler, but its position, history and loss sums are its own."""
+    states = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1, save_at_end=False)
+    train(make_trainer(states), create_scheduler_fn=wsd())
+    spy = ContinuationSpy(tmp_path / "start")
+    callback = WSDCheckpointCallback(tmp_path / "wsd", initial_checkpoint=tmp_path / "states" / "epoch_1")
+    trainer = make_trainer(callback, spy)
+    train(trainer, create_scheduler_fn=wsd(is_continuation_from_checkpoint=True))
+    start = meta(tmp_path / "start")
+    assert (start["epoch"], start["phase"], start["batches_done"], start["num_updates"]) == (1, "train", 0, 0)
+    losses = trainer.run_history.get_metric_values("train_loss_epoch")
+    assert len(losses) == 2 and len(spy.losses) == 8
+    assert losses[0] == pytest.approx(sum(spy.losses) / 8, rel=1e-6)
