@@ -563,6 +563,9 @@ def test_only_the_main_process_removes_old_training_states(tmp_path: Path, main:
 class History:
     current_epoch = 1
 
+    def _set_epoch(self, epoch: int) -> None:
+        self.current_epoch = epoch
+
 
 class NoLossMeter(BareTrainer):
     """A trainer without pta's running loss sums: the callback keeps a sum of its own. Records the devices
@@ -603,16 +606,21 @@ def test_terminate_on_nan_checks_an_epoch_without_steps_on_the_trainers_device()
 
 # ---------------------------------------------------------------------------------------------- WSD
 class ContinuationSpy(TrainerCallback):
-    """Saves a training state before the run's first batch; records the first epoch's batch losses."""
+    """Saves training states at the run's start and before its first batch; records the first epoch's
+    batch losses."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.losses: list[float] = []
 
     @override
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        getattr(trainer, "save_training_state")(self.directory / "run_start")
+
+    @override
     def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if trainer.run_history.current_epoch == 1:
-            getattr(trainer, "save_training_state")(self.directory)
+            getattr(trainer, "save_training_state")(self.directory / "epoch_start")
 
     @override
     def on_train_step_end(
@@ -622,17 +630,32 @@ class ContinuationSpy(TrainerCallback):
             self.losses.append(float(batch_output["loss"].detach()))
 
 
-def test_wsd_initial_training_state_starts_a_run_with_nothing_of_the_old_one(tmp_path: Path) -> None:
-    """A state saved at the end of epoch 1 (before its evaluation) as initial_checkpoint: the new run keeps the
-    weights, optimizer and scheduler, but its position, history and loss sums are its own."""
+@pytest.mark.parametrize("initial", ["states/epoch_1", "wsd_first/checkpoint_6_wsd_pre_decay"])
+def test_wsd_initial_training_state_starts_a_run_with_nothing_of_the_old_one(tmp_path: Path, initial: str) -> None:
+    """A state saved at the end of epoch 1 (before its evaluation), or in the middle of it (WSD's own pre-decay
+    state), as initial_checkpoint: the new run keeps the weights, optimizer and scheduler, but its position,
+    history and loss sums are its own."""
     states = SaveTrainingStateCallback(tmp_path / "states", save_every_n_epochs=1, save_at_end=False)
-    train(make_trainer(states), create_scheduler_fn=wsd())
+    train(make_trainer(states, WSDCheckpointCallback(tmp_path / "wsd_first")), create_scheduler_fn=wsd())
     spy = ContinuationSpy(tmp_path / "start")
-    callback = WSDCheckpointCallback(tmp_path / "wsd", initial_checkpoint=tmp_path / "states" / "epoch_1")
+    callback = WSDCheckpointCallback(tmp_path / "wsd", initial_checkpoint=tmp_path / initial)
     trainer = make_trainer(callback, spy)
     train(trainer, create_scheduler_fn=wsd(is_continuation_from_checkpoint=True))
-    start = meta(tmp_path / "start")
-    assert (start["epoch"], start["phase"], start["batches_done"], start["num_updates"]) == (1, "train", 0, 0)
+    for name in ("run_start", "epoch_start"):
+        start = meta(tmp_path / "start" / name)
+        assert (start["epoch"], start["phase"], start["batches_done"], start["num_updates"]) == (1, "train", 0, 0)
+    run_start = load_torch_file(rank_file(tmp_path / "start" / "run_start", 0), weights_only=False)
+    assert run_start["train_loss"] == (None, 0)  # no loss sums of the old run
     losses = trainer.run_history.get_metric_values("train_loss_epoch")
     assert len(losses) == 2 and len(spy.losses) == 8
     assert losses[0] == pytest.approx(sum(spy.losses) / 8, rel=1e-6)
+
+
+def test_wsd_initial_state_with_a_trainer_without_ptas_internals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A duck-typed trainer (no loss sums, a run history without state_dict): the state is loaded, nothing else."""
+    monkeypatch.chdir(tmp_path)
+    trainer: Any = StateWriter(main=True)
+    trainer.scheduler, trainer.run_history = FakeWSDScheduler(), History()
+    Path("initial").mkdir()
+    WSDCheckpointCallback(initial_checkpoint="initial").on_training_run_start(trainer)
+    assert trainer.printed == ["\nLoading checkpoint from initial", "Loaded wsd_pre_decay checkpoint from step None"]
