@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from pta import BatchOutput, TrainerCallback
 from pta.callbacks import (
+    CallbackHandler,
     ConvertSyncBatchNormCallback,
     EarlyStoppingCallback,
     LimitBatchesCallback,
@@ -659,3 +660,22 @@ def test_wsd_initial_state_with_a_trainer_without_ptas_internals(tmp_path: Path,
     Path("initial").mkdir()
     WSDCheckpointCallback(initial_checkpoint="initial").on_training_run_start(trainer)
     assert trainer.printed == ["\nLoading checkpoint from initial", "Loaded wsd_pre_decay checkpoint from step None"]
+
+
+# ---------------------------------------------------------------------------------------------- CallbackHandler
+def test_a_misspelled_event_is_named_with_the_closest_event_and_the_way_to_declare_custom_ones() -> None:
+    def on_train_epoch_ned(self: TrainerCallback, trainer: TrainerLike, **kwargs: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError) as raised:
+        type("Typo", (TrainerCallback,), {"on_train_epoch_ned": on_train_epoch_ned})
+    assert str(raised.value) == (
+        "Typo.on_train_epoch_ned: 'on_train_epoch_ned' is not a callback event; did you mean 'on_train_epoch_end'? "
+        "For a custom event of your own, list it in the class attribute custom_events = ('on_train_epoch_ned',) "
+        "(names without the on_ prefix need no declaration)")
+
+
+def test_a_callback_that_is_not_a_trainer_callback_is_named() -> None:
+    with pytest.raises(TypeError) as raised:
+        CallbackHandler([object()])  # type: ignore[list-item]  # what untyped code may pass
+    assert str(raised.value) == "callbacks must be TrainerCallback instances or subclasses, got object"
