@@ -77,23 +77,23 @@ class LimitEvalStepsCallback(TrainerCallback):
         check_positive("num_eval_steps", num_eval_steps)
         self.num_eval_steps = num_eval_steps
         self.limit_intermediate_only = limit_intermediate_only
-        self._original_eval_dataloader: Any = None
+        # The run's wrapper, kept here: a callback after this one (LimitBatchesCallback) may wrap it again.
+        self._limiter: _SwitchableLimit | None = None
 
     def _wrap(self, trainer: TrainerLike) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
-        if loaders.eval_dataloader is not None and not isinstance(loaders.eval_dataloader, _SwitchableLimit):
-            self._original_eval_dataloader = loaders.eval_dataloader
-            loaders.eval_dataloader = _SwitchableLimit(loaders.eval_dataloader)
+        loader = loaders.eval_dataloader
+        if loader is None or isinstance(loader, _SwitchableLimit):
+            self._limiter = loader
+        else:
+            self._limiter = _SwitchableLimit(loader)
+            loaders.eval_dataloader = self._limiter
 
     def _unwrap(self, trainer: TrainerLike) -> None:
         loaders = dataloaders(trainer, type(self).__name__)
         if isinstance(loaders.eval_dataloader, _SwitchableLimit):
             loaders.eval_dataloader = loaders.eval_dataloader.dataloader
-        self._original_eval_dataloader = None
-
-    def _limiter(self, trainer: TrainerLike) -> _SwitchableLimit | None:
-        loader = dataloaders(trainer, type(self).__name__).eval_dataloader
-        return loader if isinstance(loader, _SwitchableLimit) else None
+        self._limiter = None
 
     @override
     def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
@@ -105,7 +105,7 @@ class LimitEvalStepsCallback(TrainerCallback):
 
     @override
     def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
-        limiter = self._limiter(trainer)
+        limiter = self._limiter
         if limiter is None or not (is_intermediate or not self.limit_intermediate_only):
             return
         processes = trainer.run_config.num_processes
@@ -114,9 +114,8 @@ class LimitEvalStepsCallback(TrainerCallback):
 
     @override
     def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
-        limiter = self._limiter(trainer)
-        if limiter is not None:
-            limiter.limit = None
+        if self._limiter is not None:
+            self._limiter.limit = None
 
     @override
     def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
