@@ -4,6 +4,7 @@ length, or on where in an epoch a run resumes."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -168,11 +169,14 @@ def _python_calls(num_batches: int, callbacks: Sequence[TrainerCallback]) -> int
             calls += 1
 
     data = regression_data(4 * num_batches)
+    gc.collect()  # a collection during the run would call finalizers of objects earlier tests left behind
+    gc.disable()
     sys.setprofile(profile)
     try:
         trainer.train(data, 1, per_device_batch_size=4)
     finally:
         sys.setprofile(None)
+        gc.enable()
     return calls
 
 
