@@ -1,0 +1,184 @@
+"""The schedulers' shared checks and base-class behaviour, pinned value by value (issue #14's mutants)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from typing_extensions import override
+
+from pta import TrainerPlaceholderValues
+from pta.schedulers import CosineLrScheduler, SchedulerBase, WSDLrScheduler
+from pta.schedulers.scheduler_base import ScheduledValues
+
+
+def optimizer(*bases: float) -> Optimizer:
+    return torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))], "lr": lr} for lr in bases])
+
+
+def lrs_of(opt: Optimizer) -> list[float]:
+    return [float(group["lr"]) for group in opt.param_groups]
+
+
+def cosine(opt: Optimizer, **kwargs: Any) -> CosineLrScheduler:
+    kwargs.setdefault("total_num_epochs", 5)
+    kwargs.setdefault("num_update_steps_per_epoch", 4)
+    return CosineLrScheduler(opt, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- group lr checks
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -0.1])
+def test_a_non_finite_or_negative_group_lr_is_refused_naming_the_group(bad: float) -> None:
+    with pytest.raises(ValueError, match=rf"^param_groups\[1\]\['initial_lr'\] must be a finite number >= 0, got {bad!r}"):
+        cosine(optimizer(0.1, bad), lr_min=0.0)
+
+
+def test_group_lrs_of_zero_and_above_one_are_accepted() -> None:
+    scheduler = cosine(optimizer(0.0, 2.0), min_lr_ratio=0.5)
+    assert lrs_of(scheduler.optimizer) == [0.0, 2.0]
+
+
+# ------------------------------------------------------------------------------------------- number checks
+@pytest.mark.parametrize("bad", [1.5, True, "3"])
+def test_a_restored_num_updates_that_is_not_an_int_is_refused(bad: object) -> None:
+    scheduler = WSDLrScheduler(optimizer(0.1), total_steps=20)
+    state = scheduler.state_dict()
+    state["num_updates"] = bad
+    with pytest.raises(ValueError, match="^num_updates must be a non-negative integer"):
+        scheduler.load_state_dict(state)
+
+
+def test_a_placeholder_for_a_number_is_refused_with_the_placeholder_hint() -> None:
+    with pytest.raises(ValueError, match="^num_warmup_epochs must be a finite number >= 0.*unresolved TrainerPlaceholderValues"):
+        cosine(optimizer(0.1), num_warmup_epochs=TrainerPlaceholderValues.NUM_EPOCHS)
+
+
+@pytest.mark.parametrize("ratio", [-0.5, math.nan])
+def test_a_negative_ratio_is_refused_naming_it(ratio: float) -> None:
+    with pytest.raises(ValueError, match="^min_lr_ratio must be a finite number >= 0"):
+        cosine(optimizer(0.1), min_lr_ratio=ratio)
+
+
+def test_ratios_of_exactly_one_and_zero_are_accepted() -> None:
+    assert cosine(optimizer(0.1), min_lr_ratio=1.0).get_updated_values(19) == [0.1]
+    assert cosine(optimizer(0.1), min_lr_ratio=0.0).get_updated_values(19) == [0.0]
+
+
+@pytest.mark.parametrize("ratio", [1.5, 2.5])
+def test_a_ratio_above_one_is_refused_naming_it(ratio: float) -> None:
+    with pytest.raises(ValueError, match=rf"^warmup_starting_lr_ratio must be between 0 and 1, got {ratio!r}"):
+        cosine(optimizer(0.1), num_warmup_epochs=1, warmup_starting_lr_ratio=ratio)
+
+
+# ------------------------------------------------------------------------------------------ SchedulerBase
+class Fixed(SchedulerBase):
+    """A scheduler returning preset values, to pin the base class alone."""
+
+    def __init__(self, opt: Optimizer, values: ScheduledValues, param_group_field: str = "lr") -> None:
+        self.values = values
+        self.asked: list[int] = []
+        super().__init__(opt, param_group_field=param_group_field)
+
+    @override
+    def get_updated_values(self, num_updates: int) -> ScheduledValues:
+        self.asked.append(num_updates)
+        return self.values
+
+
+def test_step_update_asks_for_the_given_count_and_applies_per_group_values() -> None:
+    scheduler = Fixed(optimizer(0.1, 0.2), [0.5, 0.25])
+    scheduler.step_update(7)
+    assert scheduler.asked == [7]
+    assert lrs_of(scheduler.optimizer) == [0.5, 0.25]
+
+
+def test_none_leaves_the_groups_unchanged() -> None:
+    scheduler = Fixed(optimizer(0.1, 0.2), None)
+    scheduler.step_update(3)
+    assert lrs_of(scheduler.optimizer) == [0.1, 0.2]
+
+
+def test_a_wrong_number_of_values_is_refused_naming_the_scheduler() -> None:
+    scheduler = Fixed(optimizer(0.1, 0.2), [0.5, 0.25, 0.1])
+    with pytest.raises(ValueError, match="^Fixed produced 3 values for 2 parameter groups"):
+        scheduler.step_update(1)
+
+
+def test_another_field_is_scheduled_and_its_start_kept_under_initial_name() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    scheduler = Fixed(opt, 0.5, param_group_field="momentum")
+    assert scheduler.param_group_field == "momentum"
+    assert scheduler.base_lr_values == [0.9]
+    scheduler.step_update(1)
+    assert opt.param_groups[0]["momentum"] == 0.5
+    assert opt.param_groups[0]["initial_momentum"] == 0.9
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_load_state_dict_restores_attributes_but_never_the_optimizer() -> None:
+    scheduler = Fixed(optimizer(0.1), 0.5)
+    opt = scheduler.optimizer
+    state = scheduler.state_dict()
+    assert "optimizer" not in state
+    scheduler.load_state_dict({**state, "values": 0.75, "optimizer": "not an optimizer"})
+    assert scheduler.optimizer is opt
+    assert scheduler.values == 0.75
+
+
+# --------------------------------------------------------------------------------- restored base lr values
+def test_a_restored_state_keeps_the_saved_base_lrs() -> None:
+    saved = cosine(optimizer(0.1, 0.03)).state_dict()
+    restored = cosine(optimizer(0.2, 0.06))
+    restored.load_state_dict(saved)
+    assert restored.base_lr_values == [0.1, 0.03]
+    assert lrs_of(restored.optimizer) == [0.1, 0.03]
+
+
+@pytest.mark.parametrize("bad", [[0.1], 0.1])
+def test_saved_base_lrs_for_other_groups_are_refused(bad: Sequence[float] | float) -> None:
+    scheduler = cosine(optimizer(0.1, 0.03))
+    state = scheduler.state_dict()
+    state["base_lr_values"] = bad
+    with pytest.raises(ValueError, match=r"^the saved base_lr_values .* do not match the optimizer's 2 parameter groups"):
+        scheduler.load_state_dict(state)
+
+
+def test_a_state_without_base_lrs_keeps_the_groups_own() -> None:
+    scheduler = cosine(optimizer(0.1, 0.03))
+    state = scheduler.state_dict()
+    del state["base_lr_values"]
+    restored = cosine(optimizer(0.2, 0.06))
+    restored.load_state_dict(state)
+    assert restored.base_lr_values == [0.2, 0.06]
+
+
+# ------------------------------------------------------------------------------ pytorch-accelerated's formulas
+def pa_cosine_reference(n: int, base: float, start: float, init: float, minimum: float) -> float:
+    """pytorch-accelerated 0.1.61's cosine value for 20 updates, 5 of warmup, 2 of cooldown, k_decay 1."""
+    decay_iterations = 20 - (5 + 2)
+    if n < 5:
+        return start + n * ((base - init) / 5)
+    if n < decay_iterations:
+        return minimum + 0.5 * (base - minimum) * (1 + math.cos(math.pi * (n - 5) / decay_iterations))
+    return minimum
+
+
+@pytest.mark.parametrize("start", [{"warmup_starting_lr": 0.01}, {"warmup_starting_lr_ratio": 0.5}])
+def test_cosine_pa_compatible_follows_pas_formula_with_a_minimum_and_a_warmup_start(start: dict[str, float]) -> None:
+    scheduler = cosine(optimizer(0.1, 0.04), num_warmup_epochs=1.25, num_cooldown_epochs=0.5, lr_min=0.01,
+                       pa_compatible=True, **start)
+    init = start.get("warmup_starting_lr", 1e-6)
+    for n in range(25):
+        expected = [pa_cosine_reference(n, base, start.get("warmup_starting_lr_ratio", 0) * base or init, init, 0.01)
+                    for base in (0.1, 0.04)]
+        assert scheduler.get_updated_values(n) == pytest.approx(expected, rel=1e-12, abs=1e-15), n
+
+
+def test_cosine_pa_compatible_without_warmup_starts_at_the_group_lr() -> None:
+    scheduler = cosine(optimizer(0.1), lr_min=0.01, pa_compatible=True)
+    assert scheduler.get_updated_values(0) == [0.1]
