@@ -182,3 +182,61 @@ def test_cosine_pa_compatible_follows_pas_formula_with_a_minimum_and_a_warmup_st
 def test_cosine_pa_compatible_without_warmup_starts_at_the_group_lr() -> None:
     scheduler = cosine(optimizer(0.1), lr_min=0.01, pa_compatible=True)
     assert scheduler.get_updated_values(0) == [0.1]
+
+
+# -------------------------------------------------------------------------------------------- WSD states
+def wsd(opt: Optimizer, pa: bool) -> WSDLrScheduler:
+    return WSDLrScheduler(opt, total_steps=40, num_warmup_steps=4, num_checkpoints=2, lr_min=0.1, pa_compatible=pa)
+
+
+def used_lrs(scheduler: WSDLrScheduler, steps: int) -> list[list[float]]:
+    used: list[list[float]] = []
+    for _ in range(steps):
+        used.append(lrs_of(scheduler.optimizer))
+        scheduler.step()
+    return used
+
+
+@pytest.mark.parametrize("pa", [False, True])
+@pytest.mark.parametrize("at", [0, 1, 2, 7, 22])
+def test_wsd_state_round_trip_keeps_the_position_in_both_countings(pa: bool, at: int) -> None:
+    original = wsd(optimizer(0.1, 0.03), pa)
+    used_lrs(original, at)
+    restored = wsd(optimizer(0.1, 0.03), pa)
+    restored.load_state_dict(original.state_dict())
+    assert restored.num_updates == original.num_updates == (at - 1 if pa else at)
+    assert restored.get_current_step() == at - 1
+    assert used_lrs(restored, 45 - at) == used_lrs(original, 45 - at)
+
+
+@pytest.mark.parametrize("pa", [False, True])
+@pytest.mark.parametrize("at", [0, 1, 5])
+def test_a_wsd_state_without_num_updates_keeps_this_schedulers_position(pa: bool, at: int) -> None:
+    """States written by pytorch-accelerated carry no position: the loading scheduler keeps its own."""
+    reference = wsd(optimizer(0.1, 0.03), pa)
+    expected = used_lrs(reference, 45)
+    scheduler = wsd(optimizer(0.1, 0.03), pa)
+    first = used_lrs(scheduler, at)
+    position = scheduler.num_updates
+    state = scheduler.state_dict()
+    del state["num_updates"]
+    scheduler.load_state_dict(state)
+    assert scheduler.num_updates == position
+    assert first + used_lrs(scheduler, 45 - at) == expected
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5])
+def test_a_pa_compatible_wsd_refuses_a_bad_saved_position_naming_it(bad: object) -> None:
+    scheduler = wsd(optimizer(0.1), pa=True)
+    state = scheduler.state_dict()
+    state["num_updates"] = bad
+    with pytest.raises(ValueError, match="^num_updates must be a non-negative integer"):
+        scheduler.load_state_dict(state)
+
+
+def test_a_wsd_state_with_a_bad_total_is_refused_naming_it() -> None:
+    scheduler = wsd(optimizer(0.1), pa=False)
+    state = scheduler.state_dict()
+    state["total_steps"] = 0
+    with pytest.raises(ValueError, match="^total_steps must be a positive integer, got 0"):
+        scheduler.load_state_dict(state)
