@@ -240,3 +240,41 @@ def test_a_wsd_state_with_a_bad_total_is_refused_naming_it() -> None:
     state["total_steps"] = 0
     with pytest.raises(ValueError, match="^total_steps must be a positive integer, got 0"):
         scheduler.load_state_dict(state)
+
+
+# ------------------------------------------------------------------------------------------ cosine extras
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"lr_min": -1e-3}, "^lr_min must be a finite number >= 0"),
+    ({"warmup_starting_lr": -1e-3}, "^warmup_starting_lr must be a finite number >= 0"),
+    ({"lr_min": 0.05}, r"^lr_min=0.05 is above the lr of param_groups\[1\] \(0.03\)"),
+    ({"num_warmup_epochs": 1, "warmup_starting_lr": 0.05}, r"^warmup_starting_lr=0.05 is above the lr of param_groups\[1\]"),
+    ({"k_decay": math.inf}, "^k_decay must be a finite number > 0, got inf"),
+])
+def test_cosine_refuses_bad_settings_with_messages_naming_them(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cosine(optimizer(0.1, 0.03), **kwargs)
+
+
+def test_cosine_with_a_single_decay_update_uses_the_minimum_for_it() -> None:
+    scheduler = cosine(optimizer(0.1), total_num_epochs=1, num_update_steps_per_epoch=1, lr_min=0.01)
+    assert lrs_of(scheduler.optimizer) == [0.01]
+
+
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_a_pa_compatible_cosine_restored_before_its_first_update_starts_as_pa_does(warmup: int) -> None:
+    saved = cosine(optimizer(0.1), num_warmup_epochs=warmup, warmup_starting_lr=0.01, pa_compatible=True)
+    expected = [lrs_of(saved.optimizer)]
+    for _ in range(6):
+        saved.step()
+        expected.append(lrs_of(saved.optimizer))
+    restored = cosine(optimizer(0.1), num_warmup_epochs=warmup, warmup_starting_lr=0.01, pa_compatible=True)
+    restored.step()
+    restored.load_state_dict(cosine(optimizer(0.1), num_warmup_epochs=warmup, warmup_starting_lr=0.01,
+                                    pa_compatible=True).state_dict())
+    assert restored.num_updates == -1
+    assert lrs_of(restored.optimizer) == ([0.01] if warmup else [0.1])
+    got = [lrs_of(restored.optimizer)]
+    for _ in range(6):
+        restored.step()
+        got.append(lrs_of(restored.optimizer))
+    assert got == expected
