@@ -278,3 +278,52 @@ def test_a_pa_compatible_cosine_restored_before_its_first_update_starts_as_pa_do
         restored.step()
         got.append(lrs_of(restored.optimizer))
     assert got == expected
+
+
+# ---------------------------------------------------------------------------------------------- WSD extras
+def test_wsd_defaults_are_one_checkpoint_and_the_sqrt_decay() -> None:
+    scheduler = WSDLrScheduler(optimizer(0.1), total_steps=100, lr_min=0.01)
+    assert scheduler.get_checkpoint_steps() == [100]
+    # update 95 is the 6th of 10 decay updates: progress 0.6 of the sqrt decay
+    assert scheduler.get_updated_values(95) == pytest.approx([0.1 * (0.01 + 0.99 * (1 - math.sqrt(0.6)))], rel=1e-12)
+
+
+def test_wsd_warmup_running_into_the_decay_warns_at_the_callers_line() -> None:
+    with pytest.warns(UserWarning, match=r"^num_warmup_steps=95 runs into the first decay phase, which starts after 90 "
+                      r"updates: .*use fewer warmup steps for a full decay$") as caught:
+        WSDLrScheduler(optimizer(0.1), total_steps=100, num_warmup_steps=95)
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_wsd_warmup_may_start_at_the_group_lr_but_not_above_it() -> None:
+    assert lrs_of(WSDLrScheduler(optimizer(0.1), total_steps=100, num_warmup_steps=5, warmup_starting_lr=0.1).optimizer) == [0.1]
+    with pytest.raises(ValueError, match=r"^warmup_starting_lr=0.2 is above the lr of param_groups\[0\] \(0.1\)"):
+        WSDLrScheduler(optimizer(0.1), total_steps=100, num_warmup_steps=5, warmup_starting_lr=0.2)
+
+
+def pa_wsd_reference(n: int, bases: list[float], sqrt: bool, lr_min: float, ratio: float) -> list[float]:
+    """pytorch-accelerated 0.1.61's WSD lrs for checkpoints [10, 20] and 3 warmup updates from 0.01."""
+    if n < 3:
+        return [0.01 + (n / 3) * (base - 0.01) for base in bases]
+    index = next((i for i, checkpoint in enumerate([10, 20]) if n < checkpoint), 0)
+    period_start = [0, 10][index]
+    period_length, into_period = [10, 20][index] - period_start, n - period_start
+    decay_steps = int(period_length * ratio)
+    decay_start = period_length - decay_steps
+    if into_period < decay_start:
+        return list(bases)
+    progress = min((into_period - decay_start) / decay_steps, 1.0) if decay_steps else 1.0
+    factor = lr_min + (1 - lr_min) * (1 - math.sqrt(progress)) if sqrt else 1.0 / (progress / lr_min + 1.0 - progress)
+    return [base * factor for base in bases]
+
+
+@pytest.mark.parametrize("sqrt", [True, False])
+@pytest.mark.parametrize("ratio", [0.3, 0.05])
+def test_wsd_pa_compatible_follows_pas_formula(sqrt: bool, ratio: float) -> None:
+    scheduler = WSDLrScheduler(optimizer(0.1, 0.03), total_steps=40, num_warmup_steps=3, num_checkpoints=2, lr_min=0.2,
+                               decay_phase_ratio=ratio, warmup_starting_lr=0.01, use_inverse_sqrt_decay=sqrt,
+                               pa_compatible=True)
+    assert scheduler.get_checkpoint_steps() == [10, 20]
+    for n in range(45):
+        expected = pa_wsd_reference(n, [0.1, 0.03], sqrt, 0.2, ratio)
+        assert scheduler.get_updated_values(n) == pytest.approx(expected, rel=1e-12, abs=1e-15), n
