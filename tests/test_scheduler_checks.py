@@ -327,3 +327,14 @@ def test_wsd_pa_compatible_follows_pas_formula(sqrt: bool, ratio: float) -> None
     for n in range(45):
         expected = pa_wsd_reference(n, [0.1, 0.03], sqrt, 0.2, ratio)
         assert scheduler.get_updated_values(n) == pytest.approx(expected, rel=1e-12, abs=1e-15), n
+
+
+def test_wsd_current_phase_is_the_period_of_the_latest_update() -> None:
+    scheduler = wsd(optimizer(0.1), pa=False)
+    assert scheduler.get_checkpoint_steps() == [20, 40]
+    first, second = scheduler.get_decay_info()
+    assert scheduler.get_current_phase_info() == first
+    used_lrs(scheduler, 20)
+    assert scheduler.get_current_phase_info() == first
+    used_lrs(scheduler, 1)
+    assert scheduler.get_current_phase_info() == second
