@@ -178,6 +178,24 @@ def test_stop_training_error_ends_the_run_cleanly(capsys: pytest.CaptureFixture[
     assert trainer.get_model() is trainer.model  # training_run_end unwrapped the model
 
 
+class StopSeer(TrainerCallback):
+    """Records the trainer that on_stop_training_error receives."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    @override
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.seen.append(trainer)
+
+
+def test_on_stop_training_error_receives_the_trainer() -> None:
+    seer = StopSeer()
+    trainer = quiet_trainer(linear_model(), callbacks=[StopAtStep(stop_after=2), seer])
+    trainer.train(regression_data(16), 2, per_device_batch_size=4)
+    assert seer.seen == [trainer]
+
+
 # ----------------------------------------------------------------------------------- NaN guard
 class NanLossAfter:
     """MSE that returns NaN from call number ``nan_from`` on, counting calls."""
