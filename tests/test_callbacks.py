@@ -178,6 +178,47 @@ def test_stop_training_error_ends_the_run_cleanly(capsys: pytest.CaptureFixture[
     assert trainer.get_model() is trainer.model  # training_run_end unwrapped the model
 
 
+class StopSeer(TrainerCallback):
+    """Records the trainer that on_stop_training_error receives."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    @override
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.seen.append(trainer)
+
+
+def test_on_stop_training_error_receives_the_trainer() -> None:
+    seer = StopSeer()
+    trainer = quiet_trainer(linear_model(), callbacks=[StopAtStep(stop_after=2), seer])
+    trainer.train(regression_data(16), 2, per_device_batch_size=4)
+    assert seer.seen == [trainer]
+
+
+class EvalStepSeer(TrainerCallback):
+    """Records what on_eval_step_end receives."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[object, object, object]] = []
+
+    @override
+    def on_eval_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.seen.append((trainer, kwargs["batch_output"], kwargs["batch"]))
+
+
+def test_on_eval_step_end_receives_the_trainer_the_batch_output_and_the_batch() -> None:
+    seer = EvalStepSeer()
+    trainer = quiet_trainer(linear_model(), callbacks=[seer])
+    trainer.evaluate(regression_data(8), per_device_batch_size=4)
+    assert len(seer.seen) == 2
+    for seen_trainer, batch_output, batch in seer.seen:
+        assert seen_trainer is trainer
+        assert isinstance(batch_output, dict) and isinstance(batch_output["loss"], Tensor)
+        assert isinstance(batch, list) and len(batch) == 2  # pyright: ignore[reportUnknownArgumentType]
+        assert isinstance(batch[0], Tensor) and batch[0].shape == (4, 4)
+
+
 # ----------------------------------------------------------------------------------- NaN guard
 class NanLossAfter:
     """MSE that returns NaN from call number ``nan_from`` on, counting calls."""

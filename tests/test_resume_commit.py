@@ -248,3 +248,31 @@ def test_max_checkpoints_is_bounded_by_default_and_cleanup_is_crash_safe(
     _train([SaveTrainingStateCallback(tmp_path, save_every_n_steps=1, save_at_end=False)], 11,
            resume_from=tmp_path / "latest")
     assert {p.name for p in tmp_path.iterdir()} == {f"step_{n}" for n in range(7, 12)}  # leftover removed
+
+
+class SaveAtEpochEnd(TrainerCallback):
+    """Saves ``path`` at the end of the first training epoch; counts the training steps it sees."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.steps = path, 0
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.steps += 1
+
+    @override
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        if not self.path.exists():
+            trainer.save_training_state(self.path)
+
+
+def test_resuming_a_state_saved_when_max_steps_was_reached_trains_no_further(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 52 samples in batches of 8: the first epoch's 7 updates reach max_num_train_steps=7 exactly.
+    first = SaveAtEpochEnd(tmp_path / "state")
+    assert _train([first], max_steps=7).num_updates == 7
+    capsys.readouterr()
+    resumed = SaveAtEpochEnd(tmp_path / "state")
+    trainer = _train([resumed], max_steps=7, resume_from=tmp_path / "state")
+    assert (resumed.steps, trainer.num_updates) == (0, 7)
+    assert "Reached max_num_train_steps=7 optimizer updates" in capsys.readouterr().out
