@@ -79,7 +79,7 @@ class AccelerateOrderSampler(DistributedSampler[int]):
 
     def __init__(self, dataset: TensorDataset, batch: int, generator: torch.Generator, num_replicas: int, rank: int) -> None:
         # torch annotates `dataset` as a bare `Dataset` (Dataset[Unknown] under pyright strict)
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True)  # pyright: ignore[reportUnknownMemberType]
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True)  # pyright: ignore[reportUnknownMemberType]  # torch leaves DistributedSampler.__init__ partly unannotated
         self.batch, self.generator, self.size = batch, generator, len(dataset)
         if self.size % (batch * num_replicas):
             raise ValueError("AccelerateOrderSampler needs whole batches for every process (no padding)")

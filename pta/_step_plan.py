@@ -47,7 +47,7 @@ def plan_steps(trainer: TrainerHooks[Any]) -> StepPlan:
     from pta.mixins.amp import AMPMixin
     from pta.mixins.grad_accum import GradAccumMixin
 
-    config, accelerator = trainer.run_config, trainer._accelerator  # pyright: ignore[reportPrivateUsage]
+    config, accelerator = trainer.run_config, trainer._accelerator  # pyright: ignore[reportPrivateUsage]  # the loop's own adapter
     accumulating = config.gradient_accumulation_steps > 1
     clipping = config.gradient_clip_value is not None or config.gradient_clip_norm is not None
 
@@ -63,5 +63,5 @@ def plan_steps(trainer: TrainerHooks[Any]) -> StepPlan:
         before_optimizer_step=needed("before_optimizer_step", accumulation, not (accumulating or clipping)),
         optimizer_step_was_skipped=needed("optimizer_step_was_skipped", amp, not accelerator.steps_can_be_skipped),
         scheduler_step=needed("scheduler_step", (TrainerHooks,),
-                              trainer._scheduler_or_none() is None),  # pyright: ignore[reportPrivateUsage]
+                              trainer._scheduler_or_none() is None),  # pyright: ignore[reportPrivateUsage]  # SchedulerMixin's run scheduler
     )

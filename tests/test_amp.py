@@ -137,8 +137,8 @@ class GradProbe:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         self.max_abs.append(max(float(g.abs().max()) for g in grads))
         # torch.linalg's functions carry no type information (unknown under pyright strict)
-        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
-        self.total_norm.append(float(torch.linalg.vector_norm(norms)))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+        norms = torch.stack([torch.linalg.vector_norm(g) for g in grads])  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]  # vector_norm is partly unannotated
+        self.total_norm.append(float(torch.linalg.vector_norm(norms)))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]  # vector_norm is partly unannotated
 
     def _after(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.steps += 1

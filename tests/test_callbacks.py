@@ -215,7 +215,7 @@ def test_on_eval_step_end_receives_the_trainer_the_batch_output_and_the_batch() 
     for seen_trainer, batch_output, batch in seer.seen:
         assert seen_trainer is trainer
         assert isinstance(batch_output, dict) and isinstance(batch_output["loss"], Tensor)
-        assert isinstance(batch, list) and len(batch) == 2  # pyright: ignore[reportUnknownArgumentType]
+        assert isinstance(batch, list) and len(batch) == 2  # pyright: ignore[reportUnknownArgumentType]  # batches are untyped
         assert isinstance(batch[0], Tensor) and batch[0].shape == (4, 4)
 
 

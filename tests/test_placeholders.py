@@ -98,7 +98,7 @@ def test_placeholders_resolve_at_every_level_of_nesting() -> None:
     level2.tag = 2  # type: ignore[attr-defined]  # the same, one level up
     level3 = functools.partial(level2, c=P.NUM_EPOCHS + 1)
     # isinstance narrows to partial[Unknown], whose .func pyright strict calls partially unknown
-    assert isinstance(level3.func, functools.partial) and isinstance(level3.func.func, functools.partial)  # pyright: ignore[reportUnknownMemberType]
+    assert isinstance(level3.func, functools.partial) and isinstance(level3.func.func, functools.partial)  # pyright: ignore[reportUnknownMemberType]  # partial.func is untyped
     trainer: Any = SimpleNamespace(run_config=SimpleNamespace(num_epochs=3))
     assert replace_trainer_placeholder_values(trainer, level3)() == {"a": 3, "b": 6, "c": 4}
 

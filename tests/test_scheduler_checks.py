@@ -15,14 +15,12 @@ from typing_extensions import override
 from pta import TrainerPlaceholderValues
 from pta.schedulers import CosineLrScheduler, SchedulerBase, WSDLrScheduler
 from pta.schedulers.scheduler_base import ScheduledValues
+from tests.test_schedulers import lrs_of
+from tests.test_schedulers import run as used_lrs
 
 
 def optimizer(*bases: float) -> Optimizer:
     return torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))], "lr": lr} for lr in bases])
-
-
-def lrs_of(opt: Optimizer) -> list[float]:
-    return [float(group["lr"]) for group in opt.param_groups]
 
 
 def cosine(opt: Optimizer, **kwargs: Any) -> CosineLrScheduler:
@@ -187,14 +185,6 @@ def test_cosine_pa_compatible_without_warmup_starts_at_the_group_lr() -> None:
 # -------------------------------------------------------------------------------------------- WSD states
 def wsd(opt: Optimizer, pa: bool) -> WSDLrScheduler:
     return WSDLrScheduler(opt, total_steps=40, num_warmup_steps=4, num_checkpoints=2, lr_min=0.1, pa_compatible=pa)
-
-
-def used_lrs(scheduler: WSDLrScheduler, steps: int) -> list[list[float]]:
-    used: list[list[float]] = []
-    for _ in range(steps):
-        used.append(lrs_of(scheduler.optimizer))
-        scheduler.step()
-    return used
 
 
 @pytest.mark.parametrize("pa", [False, True])
