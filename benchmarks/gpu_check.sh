@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check for a machine with one CUDA GPU, in under 8 minutes:
-#   1. the CUDA tests (fp16 with loss scaling, bf16, torch.compile through Accelerate's dynamo option,
-#      pinned memory / non-blocking copies): tests/test_cuda.py, tests/test_cuda_perf.py;
+#   1. every test marked `cuda` (fp16 with loss scaling, bf16, torch.compile through Accelerate's dynamo
+#      option, pinned memory / non-blocking copies, CUDA RNG state, device placement);
 #   2. benchmarks/overhead.py on the GPU in bf16, pta against a plain loop and a plain Accelerate loop,
 #      on the compute and the overhead workload.
 # Everything goes into ONE results file (default gpu_check_results.md; argument 1 overrides it).
@@ -71,7 +71,7 @@ nvidia-smi --query-gpu=name,driver_version,utilization.gpu,memory.used --format=
 note '```'
 note ""
 
-step "CUDA tests" 180 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_cuda_perf.py
+step "CUDA tests" 180 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_cuda_perf.py tests/test_callbacks.py tests/test_state.py
 runners() { local out="" r; for r in "$@"; do out+="${out:+,}$r$OPT"; done; echo "$out"; }
 step "overhead workload, bf16, $DEVICE" 150 "$PYTHON" benchmarks/overhead.py --device "$DEVICE" --precision bf16 \
     --workload overhead --rounds "$ROUNDS" --runners "$(runners plain accelerate pta pta-defaults)" --timeout 60

@@ -345,6 +345,7 @@ def test_move_modules_to_device_moves_loss_and_extra_modules() -> None:
     assert next(model.parameters()).device.type == "cpu"  # the model is prepared by the trainer, not moved
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_move_modules_to_device_on_cuda() -> None:
     model, loss = linear_model(), WeightedMSE()
