@@ -25,7 +25,7 @@ from accelerate.accelerator import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, filter_trackers, get_available_trackers
-from accelerate.utils.dataclasses import DistributedType
+from accelerate.utils.dataclasses import DataLoaderConfiguration, DistributedType
 from accelerate.utils.random import set_seed as _accelerate_set_seed
 from torch import nn
 from torch.optim import Optimizer
@@ -79,11 +79,19 @@ def _accepts_set_to_none(zero_grad: Callable[..., None]) -> bool:
     return "set_to_none" in inspect.signature(zero_grad).parameters
 
 
+def fill_transfer_defaults(kwargs: AcceleratorKwargs, cuda: bool) -> AcceleratorKwargs:
+    """With CUDA, copy batches to the GPU without a sync per tensor (Accelerate's default blocks on each)
+    unless the user configured data loading: pta's loaders pin memory there, so the copy is safe."""
+    if cuda and "dataloader_config" not in kwargs:
+        return {**kwargs, "dataloader_config": DataLoaderConfiguration(non_blocking=True)}
+    return kwargs
+
+
 class AcceleratorAdapter:
     """Typed view of one ``accelerate.Accelerator``; ``.accelerator`` is the raw object for anything else."""
 
     def __init__(self, kwargs: AcceleratorKwargs) -> None:
-        kwargs = fill_launch_defaults(kwargs)
+        kwargs = fill_transfer_defaults(fill_launch_defaults(kwargs), torch.cuda.is_available())
         check_sharding_plugins(kwargs, None)
         init_elastic_cpu_group(bool(kwargs.get("cpu")), kwargs.get("kwargs_handlers", ()))  # before Accelerate's own
         self.accelerator: Any = Accelerator(**cast(dict[str, Any], kwargs))
@@ -142,11 +150,8 @@ class AcceleratorAdapter:
 
     @property
     def optimizer_step_was_skipped(self) -> bool:
-        # Without a loss scaler (and outside DeepSpeed, whose wrapper reports its own overflows) an
-        # AcceleratedOptimizer never marks a step as skipped.
-        if self._direct_backward:
-            return False
-        return bool(self.accelerator.optimizer_step_was_skipped)
+        # Without a loss scaler, and outside DeepSpeed (which reports its own overflows), no step is skipped.
+        return False if self._direct_backward else bool(self.accelerator.optimizer_step_was_skipped)
 
     # ------------------------------------------------------------------ preparation
     def prepare(

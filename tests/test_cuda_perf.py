@@ -1,8 +1,10 @@
 """The GPU-only fast paths: ``torch.compile`` through Accelerate's dynamo option, pinned memory with
-non-blocking host-to-device copies. Skipped without CUDA; benchmarks/gpu_check.sh runs them."""
+non-blocking host-to-device copies, no device sync per step. Skipped without CUDA; benchmarks/gpu_check.sh
+runs them."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from torch import nn
 from typing_extensions import override
 
 from pta import DefaultTrainer, TrainerCallback
+from pta.callbacks import get_default_callbacks
 from pta.protocols import TrainerLike
 
 from ._helpers import classification_data, manual_seed
@@ -71,3 +74,43 @@ def test_pinned_batches_arrive_on_the_gpu_with_identical_results(non_blocking: b
     _, reference = _train()
     for a, b in zip((p.detach().cpu() for p in trainer.get_model().parameters()), reference, strict=True):
         assert torch.equal(a, b)
+
+
+class ReadsTheLossEveryStep(TrainerCallback):
+    """A callback that syncs at every step: the control that shows the sync counter works."""
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, *, batch_output: Any, **kwargs: Any) -> None:
+        batch_output["loss"].item()
+
+
+def _synchronizing_calls(samples: int, *extra: TrainerCallback) -> int:
+    """Trains one epoch with the default callbacks on the GPU; counts CUDA's synchronizing-operation warnings."""
+    model = _model()
+    trainer = DefaultTrainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                             callbacks=[*get_default_callbacks(), *extra])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train(classification_data(n=samples), 1, per_device_batch_size=16)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(warning.message) for warning in caught)
+
+
+def test_no_device_sync_per_step_with_the_default_callbacks() -> None:
+    _synchronizing_calls(16)  # CUDA initialises lazily on a first run, with a sync of its own
+    few, many = _synchronizing_calls(128), _synchronizing_calls(512)  # 8 and 32 steps
+    assert few == many, (few, many)
+    control_few, control_many = (_synchronizing_calls(n, ReadsTheLossEveryStep()) for n in (128, 512))
+    assert control_many - control_few >= 24, (control_few, control_many)  # one more per extra step at least
+
+
+def test_a_users_data_loading_configuration_is_kept() -> None:
+    probe = BatchProbe()
+    model = _model()
+    trainer = DefaultTrainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[probe],
+                             accelerator_options={"dataloader_config": DataLoaderConfiguration(non_blocking=False)})
+    trainer.train(classification_data(n=32), 1, per_device_batch_size=16)
+    assert trainer._accelerator.accelerator.dataloader_config.non_blocking is False
