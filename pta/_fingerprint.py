@@ -8,6 +8,7 @@ resuming run before any training work and refuses with every difference listed.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import zlib
 from collections.abc import Iterable, Mapping, Sized
@@ -120,12 +121,13 @@ def check_allowed_changes(allowed: Iterable[str]) -> frozenset[str]:
 # ---------------------------------------------------------------------------- file checksums
 def _crc32(path: Path) -> str:
     # CRC-32 finds truncated and altered files as a SHA-256 does (this guards against accidents, not
-    # attackers) at six times the speed, and hashing dominated the time of a save.
-    value = 0
+    # attackers) at six times the speed, and hashing dominated the time of a save. A read-only map lets
+    # zlib read the just-written pages in place, without copying them into Python objects first.
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            value = zlib.crc32(block, value)
-    return f"crc32:{value:08x}"
+        if os.fstat(handle.fileno()).st_size == 0:
+            return f"crc32:{0:08x}"
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return f"crc32:{zlib.crc32(view):08x}"
 
 
 def _sha256(path: Path) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,9 +151,12 @@ class _Save:
                      "batches_done": state["batches_done"], "num_updates": state["num_updates"]}
 
     def commit(self) -> None:
-        fsync_tree(self.partial)
-        write_meta(self.partial, {**self.meta, "fingerprint": fingerprint(self.trainer),
-                                  "checksums": file_checksums(self.partial)})
+        # Checksumming and flushing the same files overlap: zlib and fsync both release the GIL.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checksums = pool.submit(file_checksums, self.partial)
+            fsync_tree(self.partial)
+            write_meta(self.partial, {**self.meta, "fingerprint": fingerprint(self.trainer),
+                                      "checksums": checksums.result()})
         commit_dir(self.partial, self.target)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch.utils.data import TensorDataset
 from typing_extensions import override
 
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
-from pta._fingerprint import verify_checksums
+from pta._fingerprint import file_checksums, verify_checksums
 from pta._validation import ConfigurationError
 from pta.protocols import TrainerLike
 from tests._helpers import manual_seed
@@ -129,3 +130,15 @@ def test_states_saved_with_sha256_checksums_still_verify(state: Path) -> None:
     meta["checksums"]["optimizer.bin"] = hashlib.sha256(b"other bytes").hexdigest()
     with pytest.raises(CheckpointError, match="optimizer.bin is corrupt"):
         verify_checksums(state, meta["checksums"])
+
+
+def test_checksums_are_the_crc32_of_each_files_bytes_empty_files_included(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    contents = {"empty.bin": b"", "sub/data.bin": bytes(range(256)) * 4099, "pta_meta.json": b"{}"}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    assert file_checksums(tmp_path) == {  # the metadata file records the others, not itself
+        "empty.bin": "crc32:00000000", "sub/data.bin": f"crc32:{zlib.crc32(contents['sub/data.bin']):08x}"}
+    (tmp_path / "empty.bin").write_bytes(b"\0")
+    with pytest.raises(CheckpointError, match="empty.bin is corrupt"):
+        verify_checksums(tmp_path, {"empty.bin": "crc32:00000000"})
