@@ -49,7 +49,7 @@ step() {
 : >"$RESULTS"
 note "# pta GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')"
 note ""
-DEVICE=cuda ROUNDS=3 OPT=""
+DEVICE=cuda ROUNDS=5 OPT=""
 if [[ "${GPU_CHECK_ON_CPU:-0}" == 1 ]]; then
     DEVICE=cpu ROUNDS=1 OPT=":samples=1024:epochs=1"
     note "GPU_CHECK_ON_CPU=1: every step runs on the CPU (a check of this script, not of a GPU)."
@@ -73,9 +73,9 @@ note ""
 
 step "CUDA tests" 180 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_cuda_perf.py tests/test_callbacks.py tests/test_state.py
 runners() { local out="" r; for r in "$@"; do out+="${out:+,}$r$OPT"; done; echo "$out"; }
-step "overhead workload, bf16, $DEVICE" 150 "$PYTHON" benchmarks/overhead.py --device "$DEVICE" --precision bf16 \
+step "overhead workload, bf16, $DEVICE" 240 "$PYTHON" benchmarks/overhead.py --device "$DEVICE" --precision bf16 \
     --workload overhead --rounds "$ROUNDS" --runners "$(runners plain accelerate pta pta-defaults)" --timeout 60
-step "compute workload, bf16, $DEVICE" 120 "$PYTHON" benchmarks/overhead.py --device "$DEVICE" --precision bf16 \
+step "compute workload, bf16, $DEVICE" 200 "$PYTHON" benchmarks/overhead.py --device "$DEVICE" --precision bf16 \
     --workload compute --rounds "$ROUNDS" --runners "$(runners plain accelerate pta)" --timeout 60
 
 note "Total $(( SECONDS - start )) s; overall exit status $status."
