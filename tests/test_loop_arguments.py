@@ -1,0 +1,96 @@
+"""Every argument of train(), evaluate() and predict() reaches what it configures (the loops in pta/base.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from typing_extensions import override
+
+from pta import DefaultTrainer, TrainerCallback
+from pta.protocols import TrainerLike
+
+from ._helpers import linear_model, quiet_trainer, regression_data
+
+DROP_LAST = {"drop_last": True}
+
+
+class BatchSizes(TrainerCallback):
+    """The number of samples of every training and evaluation batch, in order."""
+
+    def __init__(self) -> None:
+        self.train: list[int] = []
+        self.eval: list[int] = []
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.train.append(int(kwargs["batch"][0].shape[0]))
+
+    @override
+    def on_eval_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.eval.append(int(kwargs["batch"][0].shape[0]))
+
+
+def _plus_one_collate(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Stacks the samples with every input shifted by 1: a model output tells whether it was used."""
+    return [torch.stack([x for x, _ in samples]) + 1, torch.stack([y for _, y in samples])]
+
+
+def test_train_builds_the_evaluation_loader_from_the_batch_size_and_eval_dataloader_kwargs() -> None:
+    sizes = BatchSizes()
+    trainer = quiet_trainer(linear_model(), callbacks=[sizes])
+    trainer.train(regression_data(n=8), 1, eval_dataset=regression_data(n=10), per_device_batch_size=4)
+    assert (sizes.train, sizes.eval) == ([4, 4], [4, 4, 2])
+    sizes.eval.clear()
+    trainer.train(regression_data(n=8), 1, eval_dataset=regression_data(n=10), per_device_batch_size=4,
+                  eval_dataloader_kwargs=DROP_LAST)
+    assert sizes.eval == [4, 4]
+    assert trainer.run_config.eval_dl_kwargs is not None and trainer.run_config.eval_dl_kwargs["drop_last"] is True
+
+
+def test_train_records_the_batch_size_when_create_train_dataloader_is_overridden() -> None:
+    class OwnLoader(DefaultTrainer):  # pytorch-accelerated style: the override builds the loader itself
+        @override
+        def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None
+                                    ) -> DataLoader[Any]:
+            assert self.train_dataset is not None
+            return DataLoader(self.train_dataset, batch_size=batch_size)
+
+    model = linear_model()
+    trainer = OwnLoader(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer.train(regression_data(n=12), 1, per_device_batch_size=3)
+    assert trainer.run_config.train_per_device_batch_size == 3
+    assert trainer.run_config.train_total_batch_size == 3
+    assert trainer.run_config.num_update_steps_per_epoch == 4
+
+
+def test_evaluate_uses_its_dataloader_kwargs_and_collate_fn() -> None:
+    sizes = BatchSizes()
+    trainer = quiet_trainer(linear_model(), callbacks=[sizes])
+    data = regression_data(n=10)
+    trainer.evaluate(data, per_device_batch_size=4, dataloader_kwargs=DROP_LAST)
+    assert sizes.eval == [4, 4]
+    sizes.eval.clear()
+    trainer.evaluate(data, per_device_batch_size=4)
+    plain = trainer.run_history.get_latest_metric("evaluation_loss")
+    trainer.evaluate(data, per_device_batch_size=4, collate_fn=_plus_one_collate)
+    assert sizes.eval == [4, 4, 2, 4, 4, 2]
+    model, (x, y) = trainer.get_model(), data.tensors
+    with torch.no_grad():
+        shifted = float(torch.nn.functional.mse_loss(model(x + 1), y))
+    assert abs(trainer.run_history.get_latest_metric("evaluation_loss") - shifted) < 1e-6
+    assert abs(plain - shifted) > 1e-3
+
+
+def test_predict_uses_its_batch_size_dataloader_kwargs_and_collate_fn() -> None:
+    trainer = quiet_trainer(linear_model())
+    data = regression_data(n=10)
+    x = data.tensors[0]
+    model = trainer.get_model()
+    with torch.no_grad():
+        assert torch.allclose(trainer.predict(data, per_device_batch_size=4, collate_fn=_plus_one_collate),
+                              model(x + 1), atol=1e-6)
+        assert torch.allclose(trainer.predict(data, per_device_batch_size=4, dataloader_kwargs=DROP_LAST),
+                              model(x[:8]), atol=1e-6)
+    assert trainer.run_config.eval_per_device_batch_size == 4
