@@ -89,13 +89,16 @@ def test_a_state_saved_at_an_epoch_start_resumes_exactly(tmp_path: Path, epoch: 
 
 
 @pytest.mark.parametrize("event", ["on_train_epoch_end", "on_training_run_epoch_end"])
-def test_a_state_saved_at_the_start_of_the_epoch_after_a_resume_resumes_exactly(tmp_path: Path, event: str) -> None:
+def test_a_state_saved_at_the_start_of_the_epoch_after_a_resume_resumes_exactly(
+        tmp_path: Path, event: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The run resumed from an epoch-end state is in the training phase with no batch done when the next epoch
     starts: a state saved there resumes into that whole epoch."""
     reference = _run([])
     _run([SaveAtEvent(tmp_path / "first", event)], rng_seed=1)
     _run([SaveAtEvent(tmp_path / "second", "on_train_epoch_start")], tmp_path / "first", rng_seed=2)
+    capsys.readouterr()
     _assert_identical(reference, _run([], tmp_path / "second", rng_seed=3))
+    assert f"Resuming from {tmp_path / 'second'} (epoch 2, 0 batches into it, 7 updates done)" in capsys.readouterr().out
 
 
 def test_resume_from_auto_starts_fresh_then_resumes_from_the_most_advanced_state(
