@@ -11,7 +11,7 @@ from typing_extensions import override
 from pta import DefaultTrainer, TrainerCallback
 from pta.protocols import TrainerLike
 
-from ._helpers import linear_model, quiet_trainer, regression_data
+from ._helpers import linear_model, manual_seed, params_of, quiet_trainer, regression_data
 
 DROP_LAST = {"drop_last": True}
 
@@ -94,3 +94,28 @@ def test_predict_uses_its_batch_size_dataloader_kwargs_and_collate_fn() -> None:
         assert torch.allclose(trainer.predict(data, per_device_batch_size=4, dataloader_kwargs=DROP_LAST),
                               model(x[:8]), atol=1e-6)
     assert trainer.run_config.eval_per_device_batch_size == 4
+
+
+def test_evaluate_and_predict_have_a_one_epoch_run_config_of_their_batch_size() -> None:
+    trainer = quiet_trainer(linear_model())
+    for run in (trainer.evaluate, trainer.predict):
+        run(regression_data(n=10), per_device_batch_size=4)
+        config = trainer.run_config
+        assert (config.num_epochs, config.gradient_accumulation_steps, config.max_num_train_steps) == (1, 1, None)
+        assert (config.gradient_clip_value, config.gradient_clip_norm) == (None, None)
+        assert (config.train_per_device_batch_size, config.train_total_batch_size) == (4, 4)
+        assert (config.eval_per_device_batch_size, config.eval_total_batch_size) == (4, 4)
+
+
+def test_the_trainer_seed_makes_a_run_reproducible_whatever_the_global_rng() -> None:
+    """``seed=`` reseeds every run (dropout, shuffling), whatever the global RNGs were before."""
+    def run(noise: int) -> list[torch.Tensor]:
+        model = torch.nn.Sequential(linear_model(out=8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+        trainer = DefaultTrainer(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                                 callbacks=(), seed=3)
+        manual_seed(noise)
+        trainer.train(regression_data(n=16), 2, per_device_batch_size=4)
+        return params_of(model)
+
+    first, second = run(noise=1), run(noise=2)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
