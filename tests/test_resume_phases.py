@@ -80,12 +80,16 @@ def test_a_state_saved_after_an_epochs_training_resumes_exactly(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("epoch", [1, 2])
-def test_a_state_saved_at_an_epoch_start_resumes_exactly(tmp_path: Path, epoch: int) -> None:
+def test_a_state_saved_at_an_epoch_start_resumes_exactly(
+        tmp_path: Path, epoch: int, capsys: pytest.CaptureFixture[str]) -> None:
     """Before the epoch has drawn its shuffle: the resumed run draws it from the save point's RNGs (not from
     the previous epoch's start, and the first epoch has none)."""
     reference = _run([])
     _run([SaveAtEvent(tmp_path / "state", "on_train_epoch_start", epoch)], rng_seed=1)
+    capsys.readouterr()
     _assert_identical(reference, _run([], tmp_path / "state", rng_seed=2))
+    updates = 7 * (epoch - 1)
+    assert f"(epoch {epoch}, 0 batches into it, {updates} updates done)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("event", ["on_train_epoch_end", "on_training_run_epoch_end"])
@@ -117,7 +121,9 @@ def test_resume_from_auto_starts_fresh_then_resumes_from_the_most_advanced_state
         capsys.readouterr().out)
 
 
-def test_resume_from_accepts_a_str_path(tmp_path: Path) -> None:
+def test_resume_from_accepts_a_str_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reference = _run([])
     _run([SaveAtEvent(tmp_path / "state", "on_train_epoch_end")], rng_seed=1)
+    capsys.readouterr()
     _assert_identical(reference, _run([], str(tmp_path / "state"), rng_seed=2))
+    assert f"Resuming from {tmp_path / 'state'} (epoch 1, 7 batches into it, 7 updates done)" in capsys.readouterr().out
