@@ -79,7 +79,7 @@ def test_evaluate_uses_its_dataloader_kwargs_and_collate_fn() -> None:
     model, (x, y) = trainer.get_model(), data.tensors
     with torch.no_grad():
         shifted = float(torch.nn.functional.mse_loss(model(x + 1), y))
-    assert abs(trainer.run_history.get_latest_metric("evaluation_loss") - shifted) < 1e-6
+    assert abs(trainer.run_history.get_latest_metric("evaluation_loss") - shifted) < 1e-6 * shifted  # float32 rounding
     assert abs(plain - shifted) > 1e-3
 
 
@@ -107,6 +107,13 @@ def test_evaluate_and_predict_have_a_one_epoch_run_config_of_their_batch_size() 
         assert (config.eval_per_device_batch_size, config.eval_total_batch_size) == (4, 4)
 
 
+def test_evaluate_and_predict_batch_8_samples_by_default() -> None:
+    trainer = quiet_trainer(linear_model())
+    for run in (trainer.evaluate, trainer.predict):
+        run(regression_data(n=10))
+        assert trainer.run_config.eval_per_device_batch_size == 8
+
+
 def test_the_trainer_seed_makes_a_run_reproducible_whatever_the_global_rng() -> None:
     """``seed=`` reseeds every run (dropout, shuffling), whatever the global RNGs were before."""
     def run(noise: int) -> list[torch.Tensor]:
@@ -119,3 +126,36 @@ def test_the_trainer_seed_makes_a_run_reproducible_whatever_the_global_rng() -> 
 
     first, second = run(noise=1), run(noise=2)
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+class EvaluateAtEpochEnd(TrainerCallback):
+    """Runs extra evaluation epochs from a callback, as ModelEmaCallback does; records any error."""
+
+    def __init__(self) -> None:
+        self.errors: list[RuntimeError] = []
+
+    @override
+    def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        assert isinstance(trainer, DefaultTrainer)
+        try:
+            trainer.run_evaluation_epoch()
+            trainer.run_evaluation_epoch("extra_loss")
+        except RuntimeError as error:
+            self.errors.append(error)
+
+
+def test_run_evaluation_epoch_records_under_its_metric_name_and_needs_an_eval_dataset() -> None:
+    callback = EvaluateAtEpochEnd()
+    trainer = quiet_trainer(linear_model(), callbacks=[callback])
+    trainer.train(regression_data(n=8), 1, eval_dataset=regression_data(n=12, seed=1), per_device_batch_size=4)
+    history = trainer.run_history
+    # the callback's evaluation and the epoch's own one see the same weights
+    assert history.get_metric_values("eval_loss_epoch") == history.get_metric_values("extra_loss") * 2
+    model, (x, y) = trainer.get_model(), regression_data(n=12, seed=1).tensors
+    with torch.no_grad():
+        expected = float(torch.nn.functional.mse_loss(model(x), y))
+    assert abs(history.get_latest_metric("extra_loss") - expected) < 1e-6 * expected  # float32 rounding
+    assert not callback.errors
+    trainer.train(regression_data(n=8), 1, per_device_batch_size=4)
+    assert [str(error) for error in callback.errors] == [
+        "run_evaluation_epoch() needs an eval_dataset passed to train()"]
