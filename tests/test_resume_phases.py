@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from torch import nn
 from typing_extensions import override
 
-from pta import TrainerCallback
+from pta import DefaultTrainer, TrainerCallback, reset_accelerate_state
 from pta.callbacks import SaveTrainingStateCallback
 from pta.protocols import TrainerLike
-from tests.test_resume import EPOCHS, _assert_identical, _run
+from tests._helpers import manual_seed
+from tests.test_resume import EPOCHS, StopAfter, _assert_identical, _data, _model, _run
 
 
 class SaveAtEvent(TrainerCallback):
@@ -42,6 +45,15 @@ class SaveAtEvent(TrainerCallback):
         self._maybe_save(trainer, "on_training_run_epoch_end")
 
 
+class DrawsAtRunStart(TrainerCallback):
+    """Draws from the global RNG at ``on_training_run_start``, which a resumed run fires again after loading
+    the state: the loop must put the save point's RNG state back after it."""
+
+    @override
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        torch.rand(1)
+
+
 class CountEvents(TrainerCallback):
     """Counts the epoch-level events a resumed run fires."""
 
@@ -68,15 +80,40 @@ class CountEvents(TrainerCallback):
 def test_a_state_saved_after_an_epochs_training_resumes_exactly(tmp_path: Path, event: str) -> None:
     """Saved before the epoch's evaluation (phase "eval") or after its end (phase "done"): the global and the
     sampler RNGs are restored there too, so the next epoch's shuffle and dropout are the uninterrupted run's."""
-    reference = _run([])
-    _run([SaveAtEvent(tmp_path / "state", event)], rng_seed=1)
+    reference = _run([DrawsAtRunStart()])
+    _run([DrawsAtRunStart(), SaveAtEvent(tmp_path / "state", event)], rng_seed=1)
     counts = CountEvents()
-    resumed = _run([counts], tmp_path / "state", rng_seed=2)
+    resumed = _run([DrawsAtRunStart(), counts], tmp_path / "state", rng_seed=2)
     _assert_identical(reference, resumed)
     # An "eval" state runs epoch 1's evaluation and end; a "done" state finishes epoch 1 without firing them again.
     left_of_epoch_1 = 1 if event == "on_train_epoch_end" else 0
     assert counts.counts == {"on_train_epoch_start": EPOCHS - 1, "on_eval_epoch_start": EPOCHS - 1 + left_of_epoch_1,
                              "on_training_run_epoch_end": EPOCHS - 1 + left_of_epoch_1}
+
+
+def _run_with_a_generator(callbacks: list[TrainerCallback], resume_from: Path | None = None,
+                          rng_seed: int = 0) -> DefaultTrainer | None:
+    """test_resume's run with the user's own generator for the shuffle (its state is not Accelerate's)."""
+    reset_accelerate_state()
+    manual_seed(rng_seed)
+    model = _model()
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2), callbacks=callbacks)
+    try:
+        trainer.train(_data(), EPOCHS, eval_dataset=_data(), per_device_batch_size=8, resume_from=resume_from,
+                      train_dataloader_kwargs={"generator": torch.Generator().manual_seed(7)})
+    except KeyboardInterrupt:
+        return None
+    return trainer
+
+
+@pytest.mark.parametrize("event", ["on_train_epoch_end", "on_training_run_epoch_end", "step_10"])
+def test_a_state_saved_after_the_first_epoch_restores_the_shuffles_generator(tmp_path: Path, event: str) -> None:
+    """The generator passed in train_dataloader_kwargs (Accelerate's loader keeps it in its batch sampler)
+    is saved and restored with the other RNGs, at an epoch's end and mid-epoch (step 10: epoch 2)."""
+    reference = _run_with_a_generator([])
+    saver = StopAfter(tmp_path, (10,)) if event == "step_10" else SaveAtEvent(tmp_path / event, event)
+    _run_with_a_generator([saver], rng_seed=1)
+    _assert_identical(reference, _run_with_a_generator([], tmp_path / event, rng_seed=2))
 
 
 @pytest.mark.parametrize("epoch", [1, 2])
