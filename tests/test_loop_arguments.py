@@ -71,6 +71,7 @@ def test_evaluate_uses_its_dataloader_kwargs_and_collate_fn() -> None:
     data = regression_data(n=10)
     trainer.evaluate(data, per_device_batch_size=4, dataloader_kwargs=DROP_LAST)
     assert sizes.eval == [4, 4]
+    assert trainer.eval_step_is_padding is False  # the public flag is a bool again after the epoch
     sizes.eval.clear()
     trainer.evaluate(data, per_device_batch_size=4)
     plain = trainer.run_history.get_latest_metric("evaluation_loss")
