@@ -253,8 +253,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self._accelerator = self._create_accelerator()
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)
-        self._num_updates, self._batches_done, self._epoch_phase, self._resume = 0, 0, "train", None
-        self._epoch_rng = None  # None: the next epoch has not drawn its shuffle yet (see epoch_batches)
+        self._num_updates, self._batches_done, self._epoch_phase, self._resume, self._epoch_rng = 0, 0, "train", None, None
         self._agreement = StopAgreement(self._accelerator.num_processes)
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
@@ -296,7 +295,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
             restore_rng(resume["rng"], sampler_generator(self._train_dataloader))
         if phase == "done":  # saved at the very end of the epoch: only the epoch count is left to advance
             self.run_history._increment_epoch()
-            self._epoch_phase, self._batches_done, self._epoch_rng = "train", 0, None
+            self._epoch_phase, self._batches_done, self._epoch_rng = "train", 0, None  # None: no shuffle drawn yet
             return reached_max
         if phase == "train":
             reached_max = self._run_train_epoch(resume)
