@@ -143,7 +143,8 @@ def test_a_state_saved_at_the_start_of_the_epoch_after_a_resume_resumes_exactly(
 
 
 def test_resume_from_auto_starts_fresh_then_resumes_from_the_most_advanced_state(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # "auto" also searches the relative interrupt_state_dir: none here
     reference = _run([])
     states = tmp_path / "states"
     # No state yet: a fresh start, the same run as without resume_from.
