@@ -24,6 +24,9 @@ def epoch_batches(dataloader: Iterable[Any], resume: dict[str, Any] | None, data
     generator = sampler_generator(dataloader)
     if resume is None:
         return capture_rng(generator, dataset), iter(enumerate(dataloader))
+    if resume["epoch_rng"] is None:  # saved before the epoch drew its shuffle: start it from the save point
+        restore_rng(resume["rng"], generator, dataset)
+        return capture_rng(generator, dataset), iter(enumerate(dataloader))
     epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
     restore_rng(epoch_rng, generator, dataset)  # the epoch's shuffle (or stream position) again
     return epoch_rng, _resumed(skip_first_batches(dataloader, start) if start else dataloader,  # type: ignore[arg-type]  # any DataLoader

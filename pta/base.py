@@ -253,7 +253,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self._accelerator = self._create_accelerator()
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)
-        self._num_updates, self._batches_done, self._epoch_phase, self._resume = 0, 0, "train", None
+        self._num_updates, self._batches_done, self._epoch_phase, self._resume, self._epoch_rng = 0, 0, "train", None, None
         self._agreement = StopAgreement(self._accelerator.num_processes)
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
@@ -295,7 +295,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
             restore_rng(resume["rng"], sampler_generator(self._train_dataloader))
         if phase == "done":  # saved at the very end of the epoch: only the epoch count is left to advance
             self.run_history._increment_epoch()
-            self._epoch_phase, self._batches_done = "train", 0
+            self._epoch_phase, self._batches_done, self._epoch_rng = "train", 0, None  # None: no shuffle drawn yet
             return reached_max
         if phase == "train":
             reached_max = self._run_train_epoch(resume)
@@ -306,7 +306,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self.training_run_epoch_end()
         self._agreed_event("on_training_run_epoch_end")
         self.run_history._increment_epoch()
-        self._epoch_phase, self._batches_done = "train", 0
+        self._epoch_phase, self._batches_done, self._epoch_rng = "train", 0, None
         return reached_max
 
     def _max_steps_reached(self) -> bool:

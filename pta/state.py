@@ -232,4 +232,7 @@ def sampler_generator(dataloader: object) -> torch.Generator | None:
     if generator is None:
         sampler = getattr(dataloader, "sampler", None)
         generator = getattr(sampler, "generator", None)
+    if generator is None:  # Accelerate's DataLoaderShard shuffles with its batch_sampler's sampler
+        sampler = getattr(getattr(dataloader, "batch_sampler", None), "sampler", None)
+        generator = getattr(sampler, "generator", None)
     return generator if isinstance(generator, torch.Generator) else None

@@ -196,6 +196,42 @@ def test_on_stop_training_error_receives_the_trainer() -> None:
     assert seer.seen == [trainer]
 
 
+class EvaluationSeer(TrainerCallback):
+    """Raises StopTrainingError at the second evaluation step; records the evaluation-run events and trainers."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, object]] = []
+        self.steps = 0
+
+    @override
+    def on_evaluation_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.seen.append(("on_evaluation_run_start", trainer))
+
+    @override
+    def on_eval_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.steps += 1
+        if self.steps == 2:
+            raise StopTrainingError("no more evaluation")
+
+    @override
+    def on_stop_training_error(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.seen.append(("on_stop_training_error", trainer))
+
+    @override
+    def on_evaluation_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.seen.append(("on_evaluation_run_end", trainer))
+
+
+def test_stop_training_error_ends_an_evaluation_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    seer = EvaluationSeer()
+    trainer = quiet_trainer(linear_model(), callbacks=[seer])
+    trainer.evaluate(regression_data(16), per_device_batch_size=4)
+    assert seer.steps == 2
+    assert seer.seen == [("on_evaluation_run_start", trainer), ("on_stop_training_error", trainer),
+                         ("on_evaluation_run_end", trainer)]
+    assert "no more evaluation" in capsys.readouterr().out
+
+
 class EvalStepSeer(TrainerCallback):
     """Records what on_eval_step_end receives."""
 

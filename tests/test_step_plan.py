@@ -137,3 +137,35 @@ def test_a_loss_scaler_makes_the_loop_ask_for_skipped_steps() -> None:
     _train(trainer)
     trainer._accelerator._direct_backward = False  # what a loss scaler or DeepSpeed leaves
     assert plan_steps(trainer).optimizer_step_was_skipped
+
+
+class SkipsTheSecondUpdate(DefaultTrainer):
+    """Records the flag train_step_context receives and the scheduler steps; reports update 2 as skipped."""
+
+    flags: list[bool]
+    updates: int
+    scheduler_steps: int
+
+    @override
+    def train_step_context(self, is_update_step: bool) -> Any:
+        self.flags.append(is_update_step)
+        return super().train_step_context(is_update_step)
+
+    @override
+    def optimizer_step_was_skipped(self) -> bool:
+        self.updates += 1
+        return self.updates == 2 or super().optimizer_step_was_skipped()
+
+    @override
+    def scheduler_step(self) -> None:
+        self.scheduler_steps += 1
+        super().scheduler_step()
+
+
+def test_the_step_context_gets_the_update_flag_and_a_skipped_update_does_not_step_the_scheduler() -> None:
+    model = linear_model()
+    trainer = SkipsTheSecondUpdate(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer.flags, trainer.updates, trainer.scheduler_steps = [], 0, 0
+    _train(trainer, gradient_accumulation_steps=2)
+    assert trainer.flags == [False, True] * (STEPS // 2)
+    assert (trainer.updates, trainer.scheduler_steps) == (STEPS // 2, STEPS // 2 - 1)

@@ -82,6 +82,11 @@ def test_cross_entropy_shapes_are_not_refused() -> None:
 def test_a_seed_that_is_not_an_integer_is_refused(seed: Any) -> None:
     with pytest.raises(ConfigurationError, match=f"seed must be an integer or None, got {seed!r}"):
         _train(quiet_trainer(linear_model(), seed=seed))
+    trainer = quiet_trainer(linear_model(), seed=seed)
+    with pytest.raises(ConfigurationError, match=f"seed must be an integer or None, got {seed!r}"):
+        trainer.evaluate(regression_data(n=8))  # evaluate() and predict() seed their run too
+    with pytest.raises(ConfigurationError, match=f"seed must be an integer or None, got {seed!r}"):
+        trainer.predict(regression_data(n=8))
 
 
 def test_a_loss_that_is_not_a_tensor_is_refused() -> None:

@@ -1,0 +1,31 @@
+"""pta/base.py on two real CPU processes: per-process seeds, and stops agreed at epoch-level events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.distributed._launch import run_torchrun
+from tests.distributed.workers import base_loop as worker
+from tests.distributed.workers._common import load_results
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out_dir = tmp_path_factory.mktemp("base_loop")
+    run_torchrun("base_loop.py", str(out_dir), timeout=150.0)
+    return load_results(out_dir)
+
+
+def test_seed_gives_each_process_its_own_random_stream(results: list[dict[str, Any]]) -> None:
+    rank0, rank1 = (result["draw"] for result in results)
+    assert len(rank0) == len(rank1) == 3
+    assert rank0 != rank1
+
+
+def test_a_stop_at_the_epoch_end_on_one_rank_stops_both_there(results: list[dict[str, Any]]) -> None:
+    for result in results:
+        assert (result["steps"], result["stop_events"], result["epoch"]) == (worker.STEPS_PER_EPOCH, 1, 1)
