@@ -19,13 +19,8 @@ from pta import _validation as check
 from pta._accelerate import set_seed
 from pta._agreement import StopAgreement
 from pta._autoresume import AUTO, auto_resume_dir
-from pta._capabilities import (
-    NeedsGradAccumMixin,
-    NeedsSchedulerMixin,
-    SupportsGradAccumulation,
-    SupportsGradAccumulationAndSchedulers,
-    SupportsSchedulers,
-)
+from pta._capabilities import (NeedsGradAccumMixin, NeedsSchedulerMixin, SupportsGradAccumulation,
+                               SupportsGradAccumulationAndSchedulers, SupportsSchedulers)
 from pta._data import length
 from pta._epoch_batches import epoch_batches
 from pta._fingerprint import check_allowed_changes
@@ -253,7 +248,8 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self._accelerator = self._create_accelerator()
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)
-        self._num_updates, self._batches_done, self._epoch_phase, self._resume, self._epoch_rng = 0, 0, "train", None, None
+        self._num_updates, self._batches_done, self._epoch_phase = 0, 0, "train"
+        self._resume, self._epoch_rng = None, None
         self._agreement = StopAgreement(self._accelerator.num_processes)
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
@@ -288,8 +284,9 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
 
     def _run_epoch(self) -> bool:
         """Train and evaluate one epoch (or what a resumed state left of it); returns "max steps reached"."""
-        resume, self._resume = self._resume, None
+        resume = self._resume  # a train-phase resume stays pending (for saves) until its epoch's batches are set up
         phase = resume["phase"] if resume else "train"
+        self._resume = resume if phase == "train" else None
         reached_max = self._max_steps_reached()
         if resume is not None and phase != "train":
             restore_rng(resume["rng"], sampler_generator(self._train_dataloader))
@@ -329,6 +326,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         reached_max = False
         plan = self._step_plan = plan_steps(self)
         self._epoch_rng, batches = epoch_batches(dataloader, resume, self.train_dataset)
+        self._resume = None
         for step, batch in batches:
             handler.call_event("on_train_step_start", self)
             is_update = self.is_update_step(step, num_batches) if plan.is_update_step else True

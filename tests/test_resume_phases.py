@@ -165,3 +165,14 @@ def test_resume_from_accepts_a_str_path(tmp_path: Path, capsys: pytest.CaptureFi
     capsys.readouterr()
     _assert_identical(reference, _run([], str(tmp_path / "state"), rng_seed=2))
     assert f"Resuming from {tmp_path / 'state'} (epoch 1, 7 batches into it, 7 updates done)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_a_state_saved_at_an_epoch_start_of_a_run_resumed_mid_epoch_resumes_exactly(tmp_path: Path, epoch: int) -> None:
+    """The run resumed 3 batches into epoch 1 saves at the start of what is left of epoch 1 (the same save point
+    again, before the epoch skipped its trained batches) or at the start of epoch 2: each state resumes exactly."""
+    reference = _run([])
+    _run([StopAfter(tmp_path, (3,))], rng_seed=1)
+    _run([DrawsAtRunStart(), SaveAtEvent(tmp_path / "second", "on_train_epoch_start", epoch)], tmp_path / "step_3",
+         rng_seed=2)
+    _assert_identical(reference, _run([], tmp_path / "second", rng_seed=3))
