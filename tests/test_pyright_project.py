@@ -1,4 +1,4 @@
-"""pyright strict over the whole configured project: pta, tests, examples and benchmarks.
+"""pyright strict over the whole configured project: pta, tests, examples, benchmarks and tools.
 
 ``mypy`` runs on all of them in CI (``.ci/run``); this test is pyright's side of that promise. It runs
 pyright once with the project's ``pyrightconfig.json`` (untyped third-party libraries are typed by the
@@ -18,7 +18,7 @@ import pytest
 from tests.test_typing import _pyright
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CHECKED = ("pta", "tests", "examples", "benchmarks")
+CHECKED = ("pta", "tests", "examples", "benchmarks", "tools")
 
 
 def _run_pyright() -> dict[str, Any]:
