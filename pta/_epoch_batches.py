@@ -22,10 +22,10 @@ def epoch_batches(dataloader: Iterable[Any], resume: dict[str, Any] | None, data
     save point's generator after that draw would lose it and change every later epoch's shuffle.
     """
     generator = sampler_generator(dataloader)
+    if resume is not None and resume["epoch_rng"] is None:  # saved before the epoch drew its shuffle:
+        restore_rng(resume["rng"], generator, dataset)  # the whole epoch, from the save point
+        resume = None
     if resume is None:
-        return capture_rng(generator, dataset), iter(enumerate(dataloader))
-    if resume["epoch_rng"] is None:  # saved before the epoch drew its shuffle: start it from the save point
-        restore_rng(resume["rng"], generator, dataset)
         return capture_rng(generator, dataset), iter(enumerate(dataloader))
     epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
     restore_rng(epoch_rng, generator, dataset)  # the epoch's shuffle (or stream position) again

@@ -143,10 +143,11 @@ class _Save:
         trainer = self.trainer
         self.acc.save_state(self.partial)
         state = trainer._call_chain("training_state_dict", trainer.training_state_dict)
-        state["rng"] = capture_rng(sampler_generator(trainer._train_dataloader), trainer.train_dataset)
         pending = trainer._resume
         if pending is not None:  # saved in a resumed run before its epoch set up its batches: the same save point
             state["epoch_rng"], state["rng"] = pending["epoch_rng"], pending["rng"]
+        else:
+            state["rng"] = capture_rng(sampler_generator(trainer._train_dataloader), trainer.train_dataset)
         state["callbacks"] = callback_states(trainer.callback_handler.callbacks)
         state["user"] = dict(checkpoint_kwargs or {})
         torch.save(state, rank_file(self.partial, self.acc.process_index))

@@ -291,8 +291,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         if resume is not None and phase != "train":
             restore_rng(resume["rng"], sampler_generator(self._train_dataloader))
         if phase == "done":  # saved at the very end of the epoch: only the epoch count is left to advance
-            self.run_history._increment_epoch()
-            self._epoch_phase, self._batches_done, self._epoch_rng = "train", 0, None  # None: no shuffle drawn yet
+            self._next_epoch()
             return reached_max
         if phase == "train":
             reached_max = self._run_train_epoch(resume)
@@ -302,9 +301,12 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self._epoch_phase = "done"
         self.training_run_epoch_end()
         self._agreed_event("on_training_run_epoch_end")
-        self.run_history._increment_epoch()
-        self._epoch_phase, self._batches_done, self._epoch_rng = "train", 0, None
+        self._next_epoch()
         return reached_max
+
+    def _next_epoch(self) -> None:
+        self.run_history._increment_epoch()
+        self._epoch_phase, self._batches_done, self._epoch_rng = "train", 0, None  # None: no shuffle drawn yet
 
     def _max_steps_reached(self) -> bool:
         limit = self.run_config.max_num_train_steps
