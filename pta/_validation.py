@@ -125,9 +125,9 @@ _ELEMENTWISE_FUNCTION_IDS: frozenset[int] = frozenset(map(id, (
 
 def check_loss_shapes(loss_func: object, outputs: object, targets: object) -> None:
     """Refuse what an elementwise loss would broadcast (e.g. outputs (8, 1) with targets (8,) -> (8, 8))."""
-    if not (isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor)) or outputs.shape == targets.shape:
-        return
-    if isinstance(loss_func, _ELEMENTWISE_LOSSES) or id(loss_func) in _ELEMENTWISE_FUNCTION_IDS:
+    if not (isinstance(loss_func, _ELEMENTWISE_LOSSES) or id(loss_func) in _ELEMENTWISE_FUNCTION_IDS):
+        return  # the common case first: comparing shapes costs two tensor calls a step
+    if isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor) and outputs.shape != targets.shape:
         name = getattr(loss_func, "__name__", type(loss_func).__name__)
         raise ConfigurationError(
             f"loss_func {name} got model outputs of shape {tuple(outputs.shape)} and targets of shape "

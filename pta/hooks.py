@@ -140,14 +140,13 @@ class TrainerHooks(Generic[BatchT]):
         return accelerator
 
     if not TYPE_CHECKING:  # invisible to checkers, so that reading it is a type error where it is written
-
-        def __getattr__(self, name: str) -> Any:
-            if name == "scheduler" and has_capability(self, "supports_schedulers"):
-                return None  # SchedulerMixin's scheduler before the first train() (mixins have no __init__)
-            if name == "scheduler":
+        # not __getattr__: CPython does not specialise attribute reads on a class that has one (slower loop)
+        @property
+        def scheduler(self) -> Any:
+            if not has_capability(self, "supports_schedulers"):
                 raise AttributeError(f"{type(self).__name__} has no scheduler: add SchedulerMixin to its bases "
                                      "(or use DefaultTrainer) and pass create_scheduler_fn to train()")
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            return None  # SchedulerMixin's attribute (which overrides this) is what is read once it exists
 
     def _scheduler_or_none(self) -> SchedulerLike | None:
         """The run's scheduler, where the trainer has one (``SchedulerMixin``)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, cast
 
 from typing_extensions import TypeVar, override
 
@@ -33,6 +33,8 @@ class SchedulerMixin(TrainerBase[BatchT], Generic[BatchT, SchedulerT]):
     scheduler: SchedulerT
     """The run's scheduler (``None`` before the first ``train()``); declared here only, so that reading
     ``self.scheduler`` is a type error in a trainer without this mixin."""
+    if not TYPE_CHECKING:
+        scheduler = None  # a plain attribute here, over the base class's property for trainers without this mixin
 
     @override
     def configure_run(self) -> None:
