@@ -23,6 +23,7 @@ class TrainerCheckpoints(TrainerHooks[BatchT]):
     save when a signal interrupts training."""
 
     _resume_allow_changes: frozenset[str] = frozenset()
+    _pending_commit: training_state._BackgroundCommit | None = None  # a background save being committed
 
     def save_checkpoint(self, save_path: str | Path, checkpoint_kwargs: dict[str, Any] | None = None,
                         save_optimizer: bool = True, save_scheduler: bool = True, save_per_node: bool = True) -> None:
@@ -70,6 +71,21 @@ class TrainerCheckpoints(TrainerHooks[BatchT]):
         """
         return training_state.save_training_state(self, output_dir, checkpoint_kwargs)
 
+    def save_training_state_in_background(self, output_dir: str | Path,
+                                          checkpoint_kwargs: dict[str, Any] | None = None) -> Path:
+        """``save_training_state`` that returns once every file is written: the main process makes them
+        durable and renames the state into place (the commit) in a thread while training goes on, and
+        the directory appears when that is done. The next save, ``load_training_state``, ``train()`` (at
+        its start and end) and :meth:`wait_for_save` wait for it, and raise its ``CheckpointError``.
+        """
+        return training_state.save_training_state(self, output_dir, checkpoint_kwargs, background=True)
+
+    def wait_for_save(self) -> None:
+        """Wait until the state of the last ``save_training_state_in_background`` is committed;
+        every process must call it. Raises ``CheckpointError`` on every process if the commit failed;
+        returns at once when no save is pending."""
+        training_state.wait_for_save(self)
+
     def load_training_state(self, input_dir: str | Path) -> dict[str, Any]:
         """Restore a state written by ``save_training_state`` into the prepared run; ``train(resume_from=...)``
         calls it. It first checks the files' checksums and that the state was saved by the same kind
@@ -102,6 +118,10 @@ class TrainerCheckpoints(TrainerHooks[BatchT]):
     def _save_interrupted_state(self, signum: int) -> None:
         self._interrupt.acknowledge()  # the save may take long; it is no longer a process that hangs
         assert self.interrupt_state_dir is not None
+        try:  # an earlier background save that failed must not prevent this one
+            training_state.wait_for_save(self)
+        except CheckpointError as error:
+            self.print(f"\nAn earlier training state was not saved: {error}")
         try:
             directory = self.save_training_state(self.interrupt_state_dir)
         except CheckpointError as error:  # still stop as interrupted, carrying why nothing was saved

@@ -5,9 +5,13 @@ protocol are in ``pta.state``; the run fingerprint and checksums in ``pta._finge
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+import sys
+import threading
+from collections.abc import Callable, Generator, Iterable, Mapping
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,24 +157,96 @@ class _Save:
         torch.save(state, rank_file(self.partial, self.acc.process_index))
         self.meta = {"num_processes": self.acc.num_processes, "epoch": state["epoch"], "phase": state["phase"],
                      "batches_done": state["batches_done"], "num_updates": state["num_updates"]}
+        if self.acc.is_main_process:  # read from the trainer now: a background commit runs while it trains on
+            self.meta["fingerprint"] = fingerprint(trainer)
 
     def commit(self) -> None:
+        """Make the written files durable and the state visible; reads only the files and ``meta``."""
         # Checksumming and flushing the same files overlap: zlib and fsync both release the GIL.
         with ThreadPoolExecutor(max_workers=1) as pool:
             checksums = pool.submit(file_checksums, self.partial)
             fsync_tree(self.partial)
-            write_meta(self.partial, {**self.meta, "fingerprint": fingerprint(self.trainer),
-                                      "checksums": checksums.result()})
+            write_meta(self.partial, {**self.meta, "checksums": checksums.result()})
         commit_dir(self.partial, self.target)
 
 
+class _BackgroundCommit:
+    """The commit of one save, run by a thread of the main process while training goes on."""
+
+    unreported: set[_BackgroundCommit] = set()  # failed or not, never waited for: reported at exit
+
+    def __init__(self, save: _Save) -> None:
+        self.save = save
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if save.acc.is_main_process:
+            if not _BackgroundCommit.unreported:
+                atexit.register(_report_unwaited_commits)  # runs after the interpreter joined the thread
+            _BackgroundCommit.unreported.add(self)
+            # not a daemon: an interpreter that exits first waits for the commit instead of cutting it off
+            self._thread = threading.Thread(target=self._run, name=f"pta-commit-{save.target.name}")
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.save.commit()
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits (join), or reported at exit
+            self.error = error
+
+    def join(self) -> None:
+        """Wait for the commit on this process; raise what made it fail."""
+        if self._thread is not None:
+            self._thread.join()
+        _BackgroundCommit.unreported.discard(self)
+        if self.error is not None:
+            raise self.error
+
+
+def _report_unwaited_commits() -> None:
+    for commit in list(_BackgroundCommit.unreported):
+        if commit.error is not None:
+            print(f"pta: the training state saved in the background to {commit.save.target} could not be "
+                  f"committed: {commit.error!r}. Earlier training states are intact.", file=sys.stderr)
+    _BackgroundCommit.unreported.clear()
+
+
 def save_training_state(trainer: TrainerCheckpoints[Any], output_dir: str | Path,
-                        checkpoint_kwargs: dict[str, Any] | None) -> Path:
+                        checkpoint_kwargs: dict[str, Any] | None, background: bool = False) -> Path:
+    wait_for_save(trainer)  # one commit at a time, in order, and the outcome of the previous one first
     save = _Save(trainer, Path(output_dir))
     save.phase(save.prepare, main_only=True)
     save.phase(lambda: save.write_parts(checkpoint_kwargs))
-    save.phase(save.commit, main_only=True)
+    if background:
+        trainer._pending_commit = _BackgroundCommit(save)
+    else:
+        save.phase(save.commit, main_only=True)
     return save.target
+
+
+def wait_for_save(trainer: TrainerCheckpoints[Any]) -> None:
+    """Wait for the background commit of the trainer's last save, if any; every process must call it,
+    and a failed commit raises the same ``CheckpointError`` on each."""
+    pending, trainer._pending_commit = trainer._pending_commit, None
+    if pending is not None:
+        pending.save.phase(pending.join, main_only=True)
+
+
+@contextmanager
+def commits_awaited(trainer: TrainerCheckpoints[Any]) -> Generator[None, None, None]:
+    """Wait for a background commit when the block ends. While an error ends it, wait without a
+    collective (the processes may have parted) and note on the error if the commit failed too."""
+    try:
+        yield
+    except BaseException as error:
+        pending, trainer._pending_commit = trainer._pending_commit, None
+        if pending is not None:
+            try:
+                pending.join()
+            except Exception as failed:  # noqa: BLE001 - the run's own error is the one raised; this one is noted on it
+                error.add_note(f"pta: the training state saved in the background to {pending.save.target} "
+                               f"could not be committed either: {failed!r}")
+        raise
+    wait_for_save(trainer)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -190,6 +266,7 @@ def _check_dataset_position(directory: Path, meta: Mapping[str, Any], dataset: o
 
 def load_training_state(trainer: TrainerCheckpoints[Any], input_dir: str | Path,
                         allowed_changes: frozenset[str] = frozenset()) -> dict[str, Any]:
+    wait_for_save(trainer)  # it may be the state being committed
     directory, acc = resolve_state_dir(input_dir), trainer._accelerator
     meta = read_meta(directory)
     if meta["num_processes"] != acc.num_processes:

@@ -56,8 +56,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
     # What a trainer accepts depends on its mixins (pta._capabilities): accumulation needs GradAccumMixin,
     # a scheduler SchedulerMixin. The implementation accepts all; check_train_arguments guards untyped code.
     @overload
-    def train(self: SupportsGradAccumulationAndSchedulers, train_dataset: DatasetLike,
-              num_epochs: int | None,
+    def train(self: SupportsGradAccumulationAndSchedulers, train_dataset: DatasetLike, num_epochs: int | None,
               eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
               max_num_train_steps: int | None = None,
               gradient_accumulation_steps: int = 1, gradient_clip_value: float | None = None,
@@ -71,9 +70,8 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
     @overload
     def train(self: SupportsGradAccumulation, train_dataset: DatasetLike, num_epochs: int | None,
               eval_dataset: DatasetLike | None = None, per_device_batch_size: int = 8,
-              max_num_train_steps: int | None = None,
-              gradient_accumulation_steps: int = 1, gradient_clip_value: float | None = None,
-              create_scheduler_fn: NeedsSchedulerMixin | None = None,
+              max_num_train_steps: int | None = None, gradient_accumulation_steps: int = 1,
+              gradient_clip_value: float | None = None, create_scheduler_fn: NeedsSchedulerMixin | None = None,
               train_dataloader_kwargs: dict[str, Any] | None = None,
               eval_dataloader_kwargs: dict[str, Any] | None = None,
               reset_run_history: bool = True, collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -136,6 +134,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
                resume_from: str | Path | None, gradient_clip_norm: float | None,
                resume_allow_changes: Iterable[str]) -> None:
         check.check_train_arguments(self, locals())
+        training_state.wait_for_save(self)  # a state saved in the background may be the one to resume from
         self._resume_allow_changes = check_allowed_changes(resume_allow_changes)
         auto = isinstance(resume_from, str) and resume_from == AUTO
         resume_dir = resolve_state_dir(resume_from) if resume_from is not None and not auto else None
@@ -160,7 +159,8 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
             gradient_clip_value, gradient_clip_norm,
         )
         self._call_chain("configure_run", self.configure_run)
-        self._run_training(resume_dir)
+        with training_state.commits_awaited(self):  # train() returns with every state it saved committed
+            self._run_training(resume_dir)
 
     def evaluate(
         self,

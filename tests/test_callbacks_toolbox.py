@@ -137,7 +137,8 @@ PA_SIGNATURES: dict[str, dict[str, Any]] = {
     "LimitBatchesCallback": {"num_batches": inspect.Parameter.empty},
     "LimitEvalStepsCallback": {"num_eval_steps": inspect.Parameter.empty, "limit_intermediate_only": True},
     "SaveTrainingStateCallback": {"save_dir": "training_states", "save_every_n_epochs": None, "save_every_n_steps": None,
-                                  "save_at_end": True, "max_checkpoints": 5},  # pa: None (unbounded)
+                                  "save_at_end": True, "max_checkpoints": 5,  # pa: None (unbounded)
+                                  "background": False},  # pta only, keyword-only
     "WSDCheckpointCallback": {"save_dir": "checkpoints", "save_optimizer": True, "save_scheduler": True,
                               "initial_checkpoint": None},
 }

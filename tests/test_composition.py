@@ -55,7 +55,8 @@ BASE_HOOKS = (
 # shows up there and has to be added to docs/loop.md.
 NOT_HOOKS = frozenset({
     "train", "evaluate", "predict", "print", "gather", "get_model", "save_checkpoint", "load_checkpoint",
-    "save_training_state", "load_training_state", "run_intermediate_evaluation", "run_evaluation_epoch",
+    "save_training_state", "load_training_state", "save_training_state_in_background", "wait_for_save",
+    "run_intermediate_evaluation", "run_evaluation_epoch",
 })
 # Hooks a plain train()/evaluate() does not call at the top level of the loop (docs/loop.md names each).
 NOT_IN_A_PLAIN_RUN = frozenset({

@@ -31,6 +31,16 @@ class SupportsTrainingState(Protocol):
 
 
 @runtime_checkable
+class SupportsBackgroundSaves(Protocol):
+    """``save_training_state_in_background`` and ``wait_for_save`` (``pta.TrainerBase``)."""
+
+    def save_training_state_in_background(self, output_dir: str | Path,
+                                          checkpoint_kwargs: dict[str, Any] | None = None) -> Path: ...
+
+    def wait_for_save(self) -> None: ...
+
+
+@runtime_checkable
 class SupportsIntermediateEvaluation(Protocol):
     """``run_intermediate_evaluation`` (``pta.TrainerBase``): an evaluation epoch in the middle of training."""
 
@@ -70,6 +80,12 @@ def _missing(trainer: TrainerLike, who: str, what: str) -> TypeError:
 def training_states(trainer: TrainerLike, who: str) -> SupportsTrainingState:
     if not isinstance(trainer, SupportsTrainingState):
         raise _missing(trainer, who, "save_training_state() and load_training_state()")
+    return trainer
+
+
+def background_saves(trainer: TrainerLike, who: str) -> SupportsBackgroundSaves:
+    if not isinstance(trainer, SupportsBackgroundSaves):
+        raise _missing(trainer, who, "save_training_state_in_background() and wait_for_save()")
     return trainer
 
 

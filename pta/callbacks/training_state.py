@@ -8,7 +8,7 @@ from typing import Any
 
 from typing_extensions import override
 
-from pta.callbacks._trainer_access import UpdateCounter, check_positive, training_states
+from pta.callbacks._trainer_access import UpdateCounter, background_saves, check_positive, training_states
 from pta.callbacks.base import TrainerCallback
 from pta.protocols import TrainerLike
 from pta.state import META_FILE, remove_state
@@ -31,6 +31,12 @@ class SaveTrainingStateCallback(TrainerCallback):
     deletes the older ones, each first renamed to a hidden ``.<name>.deleting`` (removed by later saves
     if a crash interrupts the deletion), so no incomplete state is ever visible.
 
+    With ``background=True`` each save returns to training once its files are written, and the main
+    process makes them durable and renames the state into place in a thread meanwhile (it calls
+    ``trainer.save_training_state_in_background``, not ``save_training_state``). An old state is deleted
+    only once a newer one is committed (at the next save, and at the end of the run): until then
+    ``save_dir`` may hold one state more than ``max_checkpoints``.
+
     For the best model by a metric use :class:`SaveBestModelCallback`; both can be used together.
 
     :param save_dir: the directory for the training states
@@ -38,6 +44,7 @@ class SaveTrainingStateCallback(TrainerCallback):
     :param save_every_n_steps: save after every N optimizer updates (``None``: never)
     :param save_at_end: save ``final`` when the training run ends
     :param max_checkpoints: keep at most this many states (``None``: keep all, which can fill a disk)
+    :param background: commit each state in the background while training goes on
     """
 
     def __init__(
@@ -47,6 +54,8 @@ class SaveTrainingStateCallback(TrainerCallback):
         save_every_n_steps: int | None = None,
         save_at_end: bool = True,
         max_checkpoints: int | None = 5,
+        *,
+        background: bool = False,
     ) -> None:
         check_positive("save_every_n_epochs", save_every_n_epochs, allow_none=True)
         check_positive("save_every_n_steps", save_every_n_steps, allow_none=True)
@@ -56,6 +65,7 @@ class SaveTrainingStateCallback(TrainerCallback):
         self.save_every_n_steps = save_every_n_steps
         self.save_at_end = save_at_end
         self.max_checkpoints = max_checkpoints
+        self.background = background
         self._saved_checkpoints: list[Path] = []
         self._updates = UpdateCounter()
 
@@ -70,13 +80,23 @@ class SaveTrainingStateCallback(TrainerCallback):
     def _save(self, trainer: TrainerLike, name: str) -> None:
         output_dir = self.save_dir / name
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        training_states(trainer, type(self).__name__).save_training_state(
-            str(output_dir), checkpoint_kwargs={"global_step": self._updates.count}
-        )
+        kwargs = {"global_step": self._updates.count}
+        if self.background:
+            self._wait_and_clean_up(trainer)  # the previous state is committed before an older one goes
+            background_saves(trainer, type(self).__name__).save_training_state_in_background(
+                str(output_dir), checkpoint_kwargs=kwargs)
+        else:
+            training_states(trainer, type(self).__name__).save_training_state(str(output_dir), checkpoint_kwargs=kwargs)
         if output_dir in self._saved_checkpoints:
             self._saved_checkpoints.remove(output_dir)
         self._saved_checkpoints.append(output_dir)
-        trainer.print(f"\nSaved training state to {output_dir}")
+        note = " (committing in the background)" if self.background else ""
+        trainer.print(f"\nSaved training state to {output_dir}{note}")
+        if not self.background:
+            self._cleanup_old_checkpoints(trainer)
+
+    def _wait_and_clean_up(self, trainer: TrainerLike) -> None:
+        background_saves(trainer, type(self).__name__).wait_for_save()
         self._cleanup_old_checkpoints(trainer)
 
     def _cleanup_old_checkpoints(self, trainer: TrainerLike) -> None:
@@ -90,7 +110,7 @@ class SaveTrainingStateCallback(TrainerCallback):
 
     @override
     def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
-        training_states(trainer, type(self).__name__)
+        (background_saves if self.background else training_states)(trainer, type(self).__name__)
         self._updates.start(trainer)
         self._saved_checkpoints = self._existing_states()
 
@@ -111,3 +131,5 @@ class SaveTrainingStateCallback(TrainerCallback):
     def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
         if self.save_at_end:
             self._save(trainer, "final")
+        if self.background:
+            self._wait_and_clean_up(trainer)
