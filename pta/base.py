@@ -47,8 +47,8 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
     """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls and
     ``TrainerCheckpoints`` for checkpoints and training states."""
 
-    agreement_interval: ClassVar[int] = 10
-    """Multi-process runs: steps between exchanges of stops, errors and signals (also at epoch ends)."""
+    agreement_interval: ClassVar[int | None] = None
+    """Multi-process runs: steps between exchanges of stops, errors and signals (None: about every second)."""
     interrupt_grace_s: ClassVar[float] = 60.0
     """After SIGTERM/SIGINT, how long the loop may take to reach its next step boundary before the process
     exits anyway (blocked for good: a peer is gone, the launcher died); see ``pta.interrupt``."""
@@ -250,7 +250,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
             set_seed(self.seed, device_specific=True)
         self._num_updates, self._batches_done, self._epoch_phase = 0, 0, "train"
         self._resume, self._epoch_rng = None, None
-        self._agreement = StopAgreement(self._accelerator.num_processes)
+        self._agreement = StopAgreement(self._accelerator.num_processes, self.agreement_interval)
 
     def _create_run_config(self, batch_size: int, num_epochs: int | None, accumulation: int,
                            max_steps: int | None, clip_value: float | None, clip_norm: float | None) -> TrainerRunConfig:
@@ -348,7 +348,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
                 self._num_updates += 1
                 reached_max = limit is not None and self._num_updates >= limit
             self._batches_done = step + 1
-            signum = self._agreed_event("on_train_step_end", (step + 1) % self.agreement_interval == 0,
+            signum = self._agreed_event("on_train_step_end", step >= self._agreement.next_step,
                                         batch_output=batch_output, batch=batch, step=step)
             if signum:
                 self._save_interrupted_state(signum)
@@ -397,4 +397,4 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
             self.callback_handler.call_event_all(event, self, **kwargs)
         except Exception as error:  # noqa: BLE001 - held back and re-raised by agree(), on every process
             agreement.hold(error)
-        return agreement.agree(self._interrupt.signum or 0) if agree else 0
+        return agreement.agree(self._interrupt.signum or 0, kwargs.get("step")) if agree else 0

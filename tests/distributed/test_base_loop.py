@@ -29,3 +29,14 @@ def test_seed_gives_each_process_its_own_random_stream(results: list[dict[str, A
 def test_a_stop_at_the_epoch_end_on_one_rank_stops_both_there(results: list[dict[str, Any]]) -> None:
     for result in results:
         assert (result["steps"], result["stop_events"], result["epoch"]) == (worker.STEPS_PER_EPOCH, 1, 1)
+
+
+def test_without_a_fixed_interval_the_ranks_agree_about_once_a_second_at_the_same_steps(
+    results: list[dict[str, Any]]
+) -> None:
+    rank0, rank1 = ([tuple(a) for a in result["agreements"]] for result in results)
+    assert rank0 == rank1
+    between_steps = [step for _, step in rank0 if step is not None]
+    # 200 steps of a few ms: the first two steps time the rest (every 10 steps, the old default, was 20)
+    assert 1 <= len(between_steps) <= 4, rank0
+    assert (1, 0) in rank0 and (2, None) in rank0  # timed from the first steps; epoch-level points stay

@@ -6,12 +6,16 @@ A trainer with ``seed=3`` records a random draw at ``on_training_run_start`` (``
 differently, as Accelerate's ``set_seed(device_specific=True)``). Rank 1 raises ``StopTrainingError`` at the
 first ``on_train_epoch_end``: the epoch-level events are agreement points, so both ranks stop there, after
 the first epoch's 4 steps.
+
+Then a run of 2 epochs of 100 steps in which rank 1's steps are 3 ms slower: without a fixed
+``agreement_interval`` the processes agree about once a second, at the same steps on both ranks.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -51,6 +55,38 @@ class Observer(TrainerCallback):
         self.stop_events += 1
 
 
+class RecordAgreements(TrainerCallback):
+    """Records (epoch, step index or None) of every agreement of the run."""
+
+    def __init__(self) -> None:
+        self.agreements: list[tuple[int, int | None]] = []
+
+    @override
+    def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        agreement = cast(DefaultTrainer, trainer)._agreement
+        agree = agreement.agree
+
+        def recording(signum: int = 0, step: int | None = None) -> int:
+            self.agreements.append((trainer.run_history.current_epoch, step))
+            return agree(signum, step)
+
+        agreement.agree = recording  # type: ignore[method-assign]  # a recording wrapper, same signature
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        if rank() == 1:
+            time.sleep(0.003)
+
+
+def adaptive_agreements() -> list[tuple[int, int | None]]:
+    model = mlp(seed=0)
+    recorder = RecordAgreements()
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01), callbacks=[recorder],
+                             accelerator_options=accelerator_options(), interrupt_state_dir=None)
+    trainer.train(regression_data(800, seed=1), num_epochs=2, per_device_batch_size=4)
+    return recorder.agreements
+
+
 def main(out_dir: Path) -> dict[str, Any]:
     model = mlp(seed=0)
     observer = Observer()
@@ -58,7 +94,7 @@ def main(out_dir: Path) -> dict[str, Any]:
                              accelerator_options=accelerator_options(), interrupt_state_dir=None, seed=3)
     trainer.train(regression_data(32, seed=1), num_epochs=3, per_device_batch_size=4)
     return {"draw": observer.draw, "steps": observer.steps, "stop_events": observer.stop_events,
-            "epoch": trainer.run_history.current_epoch}
+            "epoch": trainer.run_history.current_epoch, "agreements": adaptive_agreements()}
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from tests.distributed.workers._common import accelerator_options, rank, run_wor
 STOP_AT_STEP = 15
 """Training step (counted from 1) at whose end rank 1 stops: 16 batches per epoch on each rank."""
 AGREED_STEP = 16
-"""The next point at which the processes agree (``TrainerBase.agreement_interval`` = 10 steps, or the
+"""The next point at which the processes agree (every ``agreement_interval`` = 10 steps here, or the
 epoch's end, at step 16): both stop there."""
 BLOCK_AT_STEP = 3
 GRACE_S = 5.0
@@ -42,6 +42,7 @@ GRACE_S = 5.0
 
 class QuickTrainer(DefaultTrainer):
     interrupt_grace_s: ClassVar[float] = GRACE_S
+    agreement_interval: ClassVar[int | None] = 10  # fixed: the steps at which they agree do not depend on timing
 
 
 class StopOnRankOne(TrainerCallback):
