@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.profiler import profile
 
-from pta import DefaultTrainer
 from pta._meter import LossMeter
 
 
@@ -64,9 +63,3 @@ def test_a_step_costs_one_tensor_operation() -> None:
     names = [event.name for event in events if event.cpu_parent is None]  # top-level operations
     assert names == ["aten::detach"] * (LossMeter.BLOCK - 1)
     assert meter.total is not None and float(meter.total) == 1.5 * 2 * 8 * LossMeter.BLOCK
-
-
-def test_trainers_have_no_getattr_so_attribute_reads_stay_fast() -> None:
-    """CPython does not specialise attribute reads on a class with ``__getattr__``; the loop reads
-    ``self.<name>`` dozens of times a step."""
-    assert not hasattr(DefaultTrainer, "__getattr__")

@@ -188,3 +188,9 @@ def test_python_calls_per_step_do_not_grow_with_the_run_or_with_idle_callbacks()
         per_step.append((counts[1] - counts[0]) / 8)
         assert counts[2] - counts[1] == 16 * per_step[-1], counts  # linear in the number of steps
     assert per_step[0] == per_step[1]  # 50 callbacks that ignore steps add nothing to a step
+
+
+def test_trainers_have_no_getattr_so_attribute_reads_stay_fast() -> None:
+    """CPython does not specialise attribute reads on a class with ``__getattr__``; the loop reads
+    ``self.<name>`` dozens of times a step."""
+    assert not hasattr(DefaultTrainer, "__getattr__")
