@@ -11,12 +11,14 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import pytest
 import torch
 from torch import nn
 from typing_extensions import override
 
+import pta.state
 from pta import CheckpointError, DefaultTrainer, TrainerCallback
 from pta.protocols import TrainerLike
 from tests._helpers import linear_model, regression_data
@@ -43,6 +45,45 @@ class FailOnRank1(TrainerCallback):
             trainer.save_training_state(self.directory / "bad")
 
 
+class BackgroundFailOnRank0(TrainerCallback):
+    """Saves ``good`` in the background after update 2; the commit of ``bad`` (update 4) fails on rank 0,
+    the only process that commits: both processes learn it when ``train()`` waits for it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        pta_trainer = cast(DefaultTrainer, trainer)
+        if trainer.num_updates == 2:
+            pta_trainer.save_training_state_in_background(self.directory / "good")
+        if trainer.num_updates == 4:
+            pta_trainer.wait_for_save()  # "good" is committed before rank 0's renames start failing
+            if os.environ["RANK"] == "0":
+                def failing(source: Path, destination: Path) -> None:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+                pta.state._rename = failing  # this worker process only
+            pta_trainer.save_training_state_in_background(self.directory / "bad")
+
+
+def _background(directory: Path) -> dict[str, Any]:
+    model = linear_model()
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                             callbacks=[BackgroundFailOnRank0(directory)])
+    real_rename = pta.state._rename
+    try:
+        trainer.train(regression_data(32), 2, per_device_batch_size=4)
+        error = ""
+    except CheckpointError as caught:
+        error = str(caught)
+    pta.state._rename = real_rename
+    model = linear_model()
+    resumed = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    resumed.train(regression_data(32), 2, per_device_batch_size=4, resume_from=directory / "latest")
+    return {"background_error": error, "background_updates": resumed.num_updates}
+
+
 def _worker(directory: Path) -> dict[str, Any]:
     model = linear_model()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
@@ -57,20 +98,40 @@ def _worker(directory: Path) -> dict[str, Any]:
     model = linear_model()
     resumed = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     resumed.train(regression_data(32), 2, per_device_batch_size=4, resume_from=directory / "latest")
-    return {"error": error, "updates": resumed.num_updates}
+    return {"error": error, "updates": resumed.num_updates, **_background(directory / "background")}
 
 
-def test_a_save_failing_on_one_process_fails_on_both_and_keeps_earlier_states(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     from tests.distributed._launch import run_torchrun
 
-    run_torchrun(Path(__file__), str(tmp_path), timeout=240)  # fails the test on a hang or a failed process
-    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    directory = tmp_path_factory.mktemp("saves")
+    run_torchrun(Path(__file__), str(directory), timeout=240)  # fails the test on a hang or a failed process
+    return directory, [torch.load(directory / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+
+def test_a_save_failing_on_one_process_fails_on_both_and_keeps_earlier_states(
+    launched: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    directory, results = launched
     assert "no space left on device" in results[1]["error"]
     assert "another process failed to write its part" in results[0]["error"]
     for result in results:
-        assert str(tmp_path / "bad") in result["error"]
+        assert str(directory / "bad") in result["error"]
         assert result["updates"] == 8  # resumed from "good" (2 updates) and finished 2 epochs of 4 updates
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["good"]
+    assert sorted(p.name for p in directory.iterdir() if p.is_dir()) == ["background", "good"]
+
+
+def test_a_background_commit_failing_fails_both_processes_when_train_waits(
+    launched: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    directory, results = launched
+    assert "input/output error" in results[0]["background_error"]
+    assert "another process failed to write its part" in results[1]["background_error"]
+    for result in results:
+        assert str(directory / "background" / "bad") in result["background_error"]
+        assert result["background_updates"] == 8  # resumed from the background state "good" (2 updates)
+    assert sorted(p.name for p in (directory / "background").iterdir()) == ["good"]
 
 
 if __name__ == "__main__":
