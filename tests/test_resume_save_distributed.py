@@ -1,5 +1,6 @@
 """A save that fails on one of two processes raises ``CheckpointError`` on both (no hang) and keeps the
-earlier state; a state saved by 2 processes resumes and is checked like a single-process one.
+earlier state, also when it is the background commit of the main process that fails; a state saved by
+2 processes resumes and is checked like a single-process one.
 
 This file is also the worker script that ``torchrun`` runs."""
 
@@ -81,10 +82,10 @@ def _background(directory: Path) -> dict[str, Any]:
     model = linear_model()
     resumed = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     resumed.train(regression_data(32), 2, per_device_batch_size=4, resume_from=directory / "latest")
-    return {"background_error": error, "background_updates": resumed.num_updates}
+    return {"error": error, "updates": resumed.num_updates}
 
 
-def _worker(directory: Path) -> dict[str, Any]:
+def _blocking(directory: Path) -> dict[str, Any]:
     model = linear_model()
     trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
                              callbacks=[FailOnRank1(directory)])
@@ -98,7 +99,7 @@ def _worker(directory: Path) -> dict[str, Any]:
     model = linear_model()
     resumed = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
     resumed.train(regression_data(32), 2, per_device_batch_size=4, resume_from=directory / "latest")
-    return {"error": error, "updates": resumed.num_updates, **_background(directory / "background")}
+    return {"error": error, "updates": resumed.num_updates}
 
 
 @pytest.fixture(scope="module")
@@ -110,28 +111,21 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
     return directory, [torch.load(directory / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 
 
+@pytest.mark.parametrize(("scenario", "failing_rank", "cause"), [
+    ("blocking", 1, "no space left on device"),  # a write fails on one process
+    ("background", 0, "input/output error"),  # the main process's background commit fails; train() waits for it
+])
 def test_a_save_failing_on_one_process_fails_on_both_and_keeps_earlier_states(
-    launched: tuple[Path, list[dict[str, Any]]]
+    launched: tuple[Path, list[dict[str, Any]]], scenario: str, failing_rank: int, cause: str
 ) -> None:
     directory, results = launched
-    assert "no space left on device" in results[1]["error"]
-    assert "another process failed to write its part" in results[0]["error"]
+    errors = [result[scenario]["error"] for result in results]
+    assert cause in errors[failing_rank]
+    assert "another process failed to write its part" in errors[1 - failing_rank]
     for result in results:
-        assert str(directory / "bad") in result["error"]
-        assert result["updates"] == 8  # resumed from "good" (2 updates) and finished 2 epochs of 4 updates
-    assert sorted(p.name for p in directory.iterdir() if p.is_dir()) == ["background", "good"]
-
-
-def test_a_background_commit_failing_fails_both_processes_when_train_waits(
-    launched: tuple[Path, list[dict[str, Any]]]
-) -> None:
-    directory, results = launched
-    assert "input/output error" in results[0]["background_error"]
-    assert "another process failed to write its part" in results[1]["background_error"]
-    for result in results:
-        assert str(directory / "background" / "bad") in result["background_error"]
-        assert result["background_updates"] == 8  # resumed from the background state "good" (2 updates)
-    assert sorted(p.name for p in (directory / "background").iterdir()) == ["good"]
+        assert str(directory / scenario / "bad") in result[scenario]["error"]
+        assert result[scenario]["updates"] == 8  # resumed from "good" (2 updates) and finished 2 epochs of 4 updates
+    assert sorted(p.name for p in (directory / scenario).iterdir()) == ["good"]
 
 
 if __name__ == "__main__":
@@ -140,7 +134,7 @@ if __name__ == "__main__":
     _directory = Path(sys.argv[1])
     _code = 0
     try:
-        _result = _worker(_directory)
+        _result = {"blocking": _blocking(_directory / "blocking"), "background": _background(_directory / "background")}
         torch.save(_result, _directory / f"rank{os.environ['RANK']}.pt")
     except BaseException:  # noqa: BLE001 - report anything, then exit non-zero
         traceback.print_exc()
