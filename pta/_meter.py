@@ -13,8 +13,9 @@ class LossMeter:
     """Sum of ``loss * weight`` (on the loss's device) and the Python sum of weights.
 
     ``add`` only keeps the detached loss: a per-step in-place add costs a few microseconds of dispatch
-    and type promotion, so the losses are summed in blocks of up to ``BLOCK`` steps of one weight (one
-    ``stack`` and one sum), and whenever ``total`` is read.
+    and type promotion, so losses of one weight (batch size) are summed in blocks of up to ``BLOCK``
+    steps (one ``stack`` and one sum), and whenever ``total`` is read. A loss of another weight than the
+    block's (an epoch's last batch, or weights that change every step) is added at once, as before.
     """
 
     __slots__ = ("_total", "count", "_pending", "_weight")
@@ -34,10 +35,14 @@ class LossMeter:
         value = loss.detach()
         if value.ndim:
             value = value.mean()
-        if weight != self._weight or len(self._pending) == self.BLOCK:
-            self._flush()
+        if not self._pending:
             self._weight = weight
-        self._pending.append(value)
+        if weight == self._weight:
+            self._pending.append(value)
+            if len(self._pending) == self.BLOCK:
+                self._flush()
+        else:
+            self._add(value, weight)
         self.count += weight
 
     @property
@@ -52,14 +57,20 @@ class LossMeter:
         self._total = value
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        first = self._pending[0]
-        # float64 keeps long epochs exact enough and cannot overflow
-        block = torch.stack(self._pending).sum(dtype=torch.float32 if first.device.type == "mps" else torch.float64)
-        block = block * self._weight
-        self._total = block if self._total is None else self._total.add_(block)
-        self._pending.clear()
+        if self._pending:
+            self._add(torch.stack(self._pending).sum(dtype=_sum_dtype(self._pending[0])), self._weight)
+            self._pending.clear()
+
+    def _add(self, value: Tensor, weight: int) -> None:
+        if self._total is None:
+            self._total = value.to(_sum_dtype(value)) * weight
+        else:
+            self._total.add_(value, alpha=weight)
+
+
+def _sum_dtype(value: Tensor) -> torch.dtype:
+    # float64 keeps long epochs exact enough and cannot overflow (MPS has no float64).
+    return torch.float32 if value.device.type == "mps" else torch.float64
 
 
 def running_loss(trainer: object, phase: Literal["train", "eval"]) -> LossMeter | None:

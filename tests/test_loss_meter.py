@@ -55,11 +55,26 @@ def test_a_step_costs_one_tensor_operation() -> None:
     ``add_`` every step, a few microseconds of dispatch each)."""
     meter = LossMeter()
     loss = torch.tensor(1.5, requires_grad=True) * 2
-    meter.add(loss, 8)
     with profile() as recorded:
         for _ in range(LossMeter.BLOCK - 1):
             meter.add(loss, 8)
     events: list[Any] = list(recorded.events() or ())  # torch.profiler's events are untyped
     names = [event.name for event in events if event.cpu_parent is None]  # top-level operations
     assert names == ["aten::detach"] * (LossMeter.BLOCK - 1)
-    assert meter.total is not None and float(meter.total) == 1.5 * 2 * 8 * LossMeter.BLOCK
+    assert meter.total is not None and float(meter.total) == 1.5 * 2 * 8 * (LossMeter.BLOCK - 1)
+
+
+def test_weights_that_change_every_step_cost_what_they_did_before() -> None:
+    """A loss of another weight than the block's is added at once (detach + one add_), not by flushing
+    the block every step."""
+    meter = LossMeter()
+    loss = torch.tensor(1.5, requires_grad=True) * 2
+    meter.add(loss, 8)  # the block's weight
+    meter.add(loss, 9)  # the first of another weight starts the float64 sum
+    with profile() as recorded:
+        for weight in range(10, 30):
+            meter.add(loss, weight)
+    events: list[Any] = list(recorded.events() or ())
+    names = [event.name for event in events if event.cpu_parent is None]
+    assert names == ["aten::detach", "aten::add_"] * 20
+    assert meter.total is not None and float(meter.total) == 3.0 * sum(range(8, 30))
