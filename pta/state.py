@@ -227,12 +227,12 @@ def is_stateful_iterable(dataset: object) -> bool:
 
 
 def sampler_generator(dataloader: object) -> torch.Generator | None:
-    """The generator that shuffles ``dataloader``'s sampler (Accelerate keeps it synchronised)."""
-    generator = getattr(dataloader, "synchronized_generator", None)
-    if generator is None:
-        sampler = getattr(dataloader, "sampler", None)
-        generator = getattr(sampler, "generator", None)
-    if generator is None:  # Accelerate's DataLoaderShard shuffles with its batch_sampler's sampler
-        sampler = getattr(getattr(dataloader, "batch_sampler", None), "sampler", None)
-        generator = getattr(sampler, "generator", None)
-    return generator if isinstance(generator, torch.Generator) else None
+    """The generator that shuffles ``dataloader``'s sampler (Accelerate keeps it synchronised; its
+    DataLoaderShard shuffles with its batch_sampler's sampler)."""
+    batch_sampler = getattr(dataloader, "batch_sampler", None)
+    for holder, name in ((dataloader, "synchronized_generator"), (getattr(dataloader, "sampler", None), "generator"),
+                         (getattr(batch_sampler, "sampler", None), "generator")):
+        generator = getattr(holder, name, None)
+        if isinstance(generator, torch.Generator):
+            return generator
+    return None
