@@ -182,6 +182,7 @@ def check_train_arguments(trainer: Any, arguments: dict[str, Any]) -> None:
     if trainer.optimizer is None:
         raise ConfigurationError("train() needs an optimizer: pass optimizer= to the trainer")
     check_seed(trainer.seed)
+    check_positive_int("agreement_interval", trainer.agreement_interval, allow_none=True)
     check_optimizer_parameters(trainer.model, trainer.loss_func, trainer.optimizer)
     check_mixed_precision(trainer)
     if arguments["gradient_accumulation_steps"] != 1 and not getattr(trainer, "accumulates_gradients", False):

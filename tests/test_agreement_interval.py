@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
-from pta import DefaultTrainer
+from pta import ConfigurationError, DefaultTrainer
 from pta._agreement import PERIOD_S, StopAgreement
+from tests._helpers import linear_model, regression_data
 
 
 class Clock:
@@ -58,3 +60,17 @@ def test_nothing_is_timed_across_an_epoch_boundary_or_from_an_epoch_level_agreem
     agreement._last = (clock.now, None)  # an epoch-level agreement
     assert agreement._proposal(3) == 250
     assert agreement._proposal(None) == 250
+
+
+@pytest.mark.parametrize("interval", [0, -3, 2.5, True])
+def test_a_bad_agreement_interval_is_refused_before_training(interval: object) -> None:
+    class Trainer(DefaultTrainer):
+        pass
+
+    Trainer.agreement_interval = interval  # type: ignore[assignment]  # the bad value under test
+    model = linear_model()
+    trainer = Trainer(model, torch.nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ConfigurationError, match=r"agreement_interval must be a positive integer"):
+        trainer.train(regression_data(8), 1, per_device_batch_size=4)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
