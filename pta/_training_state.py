@@ -174,16 +174,12 @@ class _BackgroundCommit:
     """The commit of one save, run by a thread of the main process while training goes on."""
 
     unreported: set[_BackgroundCommit] = set()  # failed or not, never waited for: reported at exit
-    _report_registered = False
 
     def __init__(self, save: _Save) -> None:
         self.save = save
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if save.acc.is_main_process:
-            if not _BackgroundCommit._report_registered:
-                atexit.register(_report_unwaited_commits)  # runs after the interpreter joined the thread
-                _BackgroundCommit._report_registered = True
             _BackgroundCommit.unreported.add(self)
             # not a daemon: an interpreter that exits first waits for the commit instead of cutting it off
             self._thread = threading.Thread(target=self._run, name=f"pta-commit-{save.target.name}")
@@ -210,6 +206,9 @@ def _report_unwaited_commits() -> None:
             print(f"pta: the training state saved in the background to {commit.save.target} could not be "
                   f"committed: {commit.error!r}. Earlier training states are intact.", file=sys.stderr)
     _BackgroundCommit.unreported.clear()
+
+
+atexit.register(_report_unwaited_commits)  # runs after the interpreter joined the commit threads
 
 
 def save_training_state(trainer: TrainerCheckpoints[Any], output_dir: str | Path,
