@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -22,18 +21,20 @@ from typing import Any, TypeVar, cast
 
 import torch
 from accelerate.accelerator import Accelerator
+from accelerate.data_loader import DataLoaderShard
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, filter_trackers, get_available_trackers
+from accelerate.utils.operations import send_to_device
 from accelerate.utils.dataclasses import DataLoaderConfiguration, DistributedType
 from accelerate.utils.random import set_seed as _accelerate_set_seed
 from torch import nn
 from torch.optim import Optimizer
-from torch.utils.data import BatchSampler, DataLoader, Sampler
-from typing_extensions import override
+from torch.utils.data import BatchSampler, DataLoader
 
+from pta._data import SkipSampler, on_cpu
 from pta._elastic import init_elastic_cpu_group
-from pta._files import chmod_like_open
+from pta._files import chmod_tree_like_open
 from pta._launch_checks import (
     LaunchError,
     check_sharding_plugins,
@@ -54,9 +55,8 @@ from pta._types import AcceleratorKwargs
 
 __all__ = [  # LaunchError and the tracker types live in accelerate-free modules: re-exported
     "TRACKER_PACKAGES", "AcceleratorAdapter", "ExperimentTracker", "LaunchError", "TrackerConfigValue",
-    "TrackerGroup", "TrackerSpec", "local_process_index", "notebook_launcher", "process_index",
-    "reset_accelerate_state", "set_seed", "skip_first_batches", "start_trackers", "wait_for_everyone",
-]
+    "TrackerGroup", "TrackerSpec", "local_process_index", "notebook_launcher", "prepared_batches", "process_index",
+    "reset_accelerate_state", "set_seed", "skip_first_batches", "start_trackers", "wait_for_everyone"]
 
 T = TypeVar("T")
 
@@ -264,13 +264,7 @@ class AcceleratorAdapter:
     def save_state(self, directory: Path) -> None:
         """Model, optimizer, scaler and RNG states in Accelerate's (possibly sharded) format."""
         self.accelerator.save_state(str(directory))
-        # safetensors writes 0o600 files; give every file the mode open() gives under the umask.
-        for path in directory.rglob("*"):
-            try:
-                if path.is_file():
-                    chmod_like_open(path)
-            except FileNotFoundError:  # another process's temporary file, renamed meanwhile
-                continue
+        chmod_tree_like_open(directory)  # safetensors writes 0o600 files
 
     def load_state(self, directory: Path) -> None:
         self.accelerator.load_state(str(directory))
@@ -308,23 +302,6 @@ def wait_for_everyone() -> None:
     _partial_state().wait_for_everyone()
 
 
-class _SkipSampler(Sampler[int]):
-    """The indices of ``sampler`` after its first ``count``. The sampler is iterated exactly as before
-    (its generator advances identically); the skipped indices are consumed in C, no batch is built."""
-
-    def __init__(self, sampler: Iterable[int], count: int) -> None:
-        self.sampler, self.count = sampler, count
-
-    @override
-    def __iter__(self) -> Iterator[int]:
-        iterator = iter(self.sampler)
-        next(itertools.islice(iterator, self.count, self.count), None)
-        return iterator
-
-    def __len__(self) -> int:
-        return max(len(self.sampler) - self.count, 0)  # type: ignore[arg-type]  # BatchSampler's sampler has a length
-
-
 def skip_first_batches(dataloader: DataLoader[Any], num_batches: int) -> DataLoader[Any]:
     """``dataloader`` without its first ``num_batches`` batches, skipped by index (nothing is loaded).
 
@@ -339,10 +316,33 @@ def skip_first_batches(dataloader: DataLoader[Any], num_batches: int) -> DataLoa
     skipper = getattr(skipped, "batch_sampler", None)
     if type(skipper) is SkipBatchSampler and type(skipper.batch_sampler) is BatchSampler and skipper.skip_batches:
         inner: BatchSampler = skipper.batch_sampler
-        skipper.batch_sampler = BatchSampler(_SkipSampler(inner.sampler, skipper.skip_batches * inner.batch_size),
+        skipper.batch_sampler = BatchSampler(SkipSampler(inner.sampler, skipper.skip_batches * inner.batch_size),
                                              inner.batch_size, inner.drop_last)
         skipper.skip_batches = 0
     return cast("DataLoader[Any]", skipped)
+
+
+def prepared_batches(dataloader: Iterable[T]) -> Iterator[T]:
+    """``iter(dataloader)``, without the per-batch ``send_to_device`` of a CPU-prepared one (9 µs a step)
+    where ``on_cpu`` shows the batch is already there. Its iteration keeps all its bookkeeping: only
+    while it fetches, its ``device`` (read for nothing but the move) is ``None``; pta moves the rest."""
+    device = dataloader.device if type(dataloader) is DataLoaderShard else None
+    if device is None or device.type != "cpu":
+        return iter(dataloader)
+    return _cpu_batches(dataloader, device)
+
+
+def _cpu_batches(shard: Any, device: torch.device) -> Iterator[Any]:
+    batches, non_blocking = iter(shard), shard._non_blocking
+    while True:
+        shard.device = None
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        finally:
+            shard.device = device  # as prepared, whenever anything but the fetch runs
+        yield batch if on_cpu(batch) else send_to_device(batch, device, non_blocking=non_blocking)
 
 
 def notebook_launcher(function: Callable[..., Any], args: tuple[Any, ...] = (), num_processes: int | None = None,

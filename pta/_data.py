@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 from torch import Tensor
+from torch.utils.data import Sampler
+from typing_extensions import override
 
 
 def merge_dl_kwargs(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -35,3 +38,39 @@ def inputs_and_targets(batch: Any) -> tuple[Any, Tensor]:
         f"got {type(cast(object, batch)).__name__}; override calculate_train_batch_loss / calculate_eval_batch_loss"
     )
 
+
+class SkipSampler(Sampler[int]):
+    """The indices of ``sampler`` after its first ``count``. The sampler is iterated exactly as before
+    (its generator advances identically); the skipped indices are consumed in C, no batch is built."""
+
+    def __init__(self, sampler: Iterable[int], count: int) -> None:
+        self.sampler, self.count = sampler, count
+
+    @override
+    def __iter__(self) -> Iterator[int]:
+        iterator = iter(self.sampler)
+        next(itertools.islice(iterator, self.count, self.count), None)
+        return iterator
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.count, 0)  # type: ignore[arg-type]  # BatchSampler's sampler has a length
+
+
+def on_cpu(batch: object) -> bool:
+    """Whether ``batch`` is a tensor, or a list, tuple or dict of tensors, all exactly ``torch.Tensor``
+    and on the CPU: then Accelerate's ``send_to_device(batch, cpu)`` returns these same tensors (``.to``
+    of a tensor already there returns it), in a new container of the same type and contents."""
+    value: Any = batch  # looked into below only after its type was checked exactly
+    kind = type(batch)
+    if kind is Tensor:
+        return bool(value.is_cpu)
+    if kind is list or kind is tuple:
+        items = value
+    elif kind is dict:
+        items = value.values()
+    else:
+        return False
+    for item in items:  # a loop, not all(...): this runs once per batch
+        if type(item) is not Tensor or not item.is_cpu:
+            return False
+    return True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pta._accelerate import skip_first_batches
+from pta._accelerate import prepared_batches, skip_first_batches
 from pta.state import capture_rng, restore_rng, sampler_generator
 
 
@@ -26,7 +26,7 @@ def epoch_batches(dataloader: Iterable[Any], resume: dict[str, Any] | None, data
         restore_rng(resume["rng"], generator, dataset)  # the whole epoch, from the save point
         resume = None
     if resume is None:
-        return capture_rng(generator, dataset), iter(enumerate(dataloader))
+        return capture_rng(generator, dataset), enumerate(prepared_batches(dataloader))
     epoch_rng, start = resume["epoch_rng"], resume["batches_done"]
     restore_rng(epoch_rng, generator, dataset)  # the epoch's shuffle (or stream position) again
     return epoch_rng, _resumed(skip_first_batches(dataloader, start) if start else dataloader,  # type: ignore[arg-type]  # any DataLoader
@@ -35,7 +35,7 @@ def epoch_batches(dataloader: Iterable[Any], resume: dict[str, Any] | None, data
 
 def _resumed(loader: Iterable[Any], start: int, rng: dict[str, Any]) -> Iterator[tuple[int, Any]]:
     restored = False
-    for index, batch in enumerate(loader):
+    for index, batch in enumerate(prepared_batches(loader)):
         if not restored:
             restore_rng(rng)
             restored = True

@@ -31,3 +31,13 @@ def default_file_mode() -> int:
 def chmod_like_open(path: str | Path) -> None:
     """Give ``path`` (e.g. a ``tempfile.mkstemp`` file, created 0o600) the mode ``open()`` would give."""
     os.chmod(path, default_file_mode())
+
+
+def chmod_tree_like_open(directory: Path) -> None:
+    """``chmod_like_open`` for every file under ``directory``."""
+    for path in directory.rglob("*"):
+        try:
+            if path.is_file():
+                chmod_like_open(path)
+        except FileNotFoundError:  # another process's temporary file, renamed meanwhile
+            continue

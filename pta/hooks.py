@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from typing_extensions import override
 
 from pta import _validation as check
-from pta._accelerate import AcceleratorAdapter
+from pta._accelerate import AcceleratorAdapter, prepared_batches
 from pta._capabilities import NeedsAMPMixin, has_capability
 from pta._composition import LOOP_MODULES, HookChainError, check_requires, check_trainer_class
 from pta._data import inputs_and_targets, merge_dl_kwargs
@@ -390,7 +390,7 @@ class TrainerHooks(Generic[BatchT]):
 
     def iterate_eval_batches(self, dataloader: Iterable[BatchT]) -> Iterator[BatchT]:
         """The evaluation batches of this process (``DistributedEvalMixin`` keeps processes in step)."""
-        return iter(dataloader)
+        return prepared_batches(dataloader)
 
     def reduce_epoch_loss(self, meter: LossMeter) -> float:
         """The epoch's mean loss weighted by batch size (``DistributedEvalMixin``: over all processes)."""

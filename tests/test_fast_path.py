@@ -156,12 +156,13 @@ def test_fast_skip_yields_what_accelerates_skip_yields(shuffle: bool, drop_last:
 def test_fast_skip_builds_no_skipped_batch() -> None:
     from accelerate.data_loader import SkipBatchSampler  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
 
-    from pta._accelerate import _SkipSampler, skip_first_batches
+    from pta._accelerate import skip_first_batches
+    from pta._data import SkipSampler
 
     skipped = skip_first_batches(_prepared_loader(400, 4, True, False), 90)
     skipper: Any = skipped.batch_sampler  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]  # accelerate is untyped
     assert isinstance(skipper, SkipBatchSampler) and skipper.skip_batches == 0  # no per-batch loop over 90 batches
-    assert isinstance(skipper.batch_sampler.sampler, _SkipSampler)  # pyright: ignore[reportUnknownMemberType]  # untyped attributes
+    assert isinstance(skipper.batch_sampler.sampler, SkipSampler)  # pyright: ignore[reportUnknownMemberType]  # untyped attributes
     assert len(skipped) == 10
 
 
