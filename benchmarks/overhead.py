@@ -19,8 +19,8 @@ to the pipe), and ``pytorch-accelerated`` / ``lightning`` when installed. Option
 ``epochs=N``, ``samples=N`` (any runner), ``idle_callbacks=N`` (pta runners: N callbacks that handle no
 step event), ``sampler=torch`` (plain under ``--processes``: torch's DistributedSampler order instead
 of Accelerate's, so weights are not comparable). ``--callbacks RUNNER=SPEC`` changes what a pta runner
-adds (see ``runners.callbacks_from_spec``), e.g. a per-step tracking callback at its default interval:
-``--callbacks "pta-defaults=defaults;pta.callbacks:StepTracker"``.
+adds (see ``runners.callbacks_from_spec``), e.g. the CSV logger's per-step tracking at its default interval:
+``--callbacks 'pta-defaults=defaults;pta.callbacks:CSVLoggerCallback:{"path": "/tmp/m.csv"}'``.
 """
 
 from __future__ import annotations

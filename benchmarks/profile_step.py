@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/profile_step.py                     # function calls per step
     OMP_NUM_THREADS=1 python benchmarks/profile_step.py --top 25 --runners pta-defaults
     OMP_NUM_THREADS=1 python benchmarks/profile_step.py --valgrind          # CPU instructions per step
+    OMP_NUM_THREADS=1 python benchmarks/profile_step.py --valgrind --runners plain,pta-defaults \
+        --callbacks 'pta-defaults=defaults;pta.callbacks:CSVLoggerCallback:{"path": "/tmp/m.csv"}'
 
 Calls: cProfile from the first training step to the end of the run (setup excluded), function calls
 per step grouped by where the function lives (pta, accelerate, torch, C builtins, other), and with
@@ -42,7 +44,7 @@ def _group(filename: str) -> str:
     return "C builtins" if filename == "~" else "other"
 
 
-def profile_calls(spec: str, work: Work, top: int) -> None:
+def profile_calls(spec: str, work: Work, top: int, callback_specs: dict[str, str]) -> None:
     name, options = parse_runner(spec)
     work = work.with_overrides(options)
     profiler = cProfile.Profile()
@@ -58,7 +60,7 @@ def profile_calls(spec: str, work: Work, top: int) -> None:
 
     reset_accelerate_state()  # runners share this process
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        runners(CALLBACK_SPECS)[name][0](work, mark, options)
+        runners(callback_specs)[name][0](work, mark, options)
     profiler.disable()
     stats = pstats.Stats(profiler)
     groups: collections.Counter[str] = collections.Counter()
@@ -82,7 +84,8 @@ def _instructions(spec: str, args: argparse.Namespace, epochs: int) -> int:
         out = Path(tmp) / "callgrind.out"
         command = ["valgrind", "--tool=callgrind", "--cache-sim=no", f"--callgrind-out-file={out}",
                    sys.executable, str(Path(__file__).resolve().parent / "overhead.py"), "--child", f"{spec}:epochs={epochs}",
-                   "--workload", args.workload, "--out", str(Path(tmp) / "result.json")]
+                   "--workload", args.workload, "--out", str(Path(tmp) / "result.json"),
+                   *[item for pair in args.callbacks for item in ("--callbacks", pair)]]
         subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
         match = re.search(r"^(?:summary|totals):\s*(\d+)", out.read_text(errors="replace"), re.MULTILINE)
         assert match is not None, "no instruction total in callgrind's output"
@@ -102,6 +105,8 @@ def main() -> None:
     parser.add_argument("--runners", default="plain,accelerate,pta-bare,pta,pta-defaults")
     parser.add_argument("--top", type=int, default=0, help="list this many pta/accelerate functions per runner")
     parser.add_argument("--valgrind", action="store_true", help="count instructions instead of calls")
+    parser.add_argument("--callbacks", action="append", default=[], metavar="RUNNER=SPEC",
+                        help="callbacks of a pta runner, as overhead.py takes them")
     args = parser.parse_args()
     work = Work(**WORKLOADS[args.workload], device="cpu", precision="no")
     results: dict[str, float] = {}
@@ -109,7 +114,7 @@ def main() -> None:
         if args.valgrind:
             results[spec] = profile_instructions(spec, args, work)
         else:
-            profile_calls(spec, work, args.top)
+            profile_calls(spec, work, args.top, {**CALLBACK_SPECS, **dict(p.split("=", 1) for p in args.callbacks)})
     if args.valgrind and "plain" in results:
         for spec, value in results.items():
             print(f"{spec:28} {value / results['plain']:.3f} x plain")

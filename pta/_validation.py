@@ -123,9 +123,16 @@ _ELEMENTWISE_FUNCTION_IDS: frozenset[int] = frozenset(map(id, (
 )))
 
 
+SHAPE_AGNOSTIC_LOSS_TYPES: set[type] = set()
+"""Module classes ``check_loss_shapes`` found not elementwise (a class property): the loop skips the
+call for them, which is most of a step's loss check (e.g. ``nn.CrossEntropyLoss``)."""
+
+
 def check_loss_shapes(loss_func: object, outputs: object, targets: object) -> None:
     """Refuse what an elementwise loss would broadcast (e.g. outputs (8, 1) with targets (8,) -> (8, 8))."""
     if not (isinstance(loss_func, _ELEMENTWISE_LOSSES) or id(loss_func) in _ELEMENTWISE_FUNCTION_IDS):
+        if isinstance(loss_func, nn.Module):
+            SHAPE_AGNOSTIC_LOSS_TYPES.add(type(loss_func))
         return  # the common case first: comparing shapes costs two tensor calls a step
     if isinstance(outputs, torch.Tensor) and isinstance(targets, torch.Tensor) and outputs.shape != targets.shape:
         name = getattr(loss_func, "__name__", type(loss_func).__name__)

@@ -353,10 +353,12 @@ class TrainerHooks(Generic[BatchT]):
         return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.size(0)}
 
     def _loss(self, outputs: Any, targets: Any) -> Tensor:
-        if self.loss_func is None:
+        loss_func = self.loss_func
+        if loss_func is None:
             raise TypeError("loss_func is None: pass one, or override calculate_*_batch_loss")
-        check.check_loss_shapes(self.loss_func, outputs, targets)
-        return self.loss_func(outputs, targets)
+        if type(loss_func) not in check.SHAPE_AGNOSTIC_LOSS_TYPES:
+            check.check_loss_shapes(loss_func, outputs, targets)
+        return loss_func(outputs, targets)
 
     def backward_step(self, loss: Tensor) -> None:
         """Back-propagate ``loss`` (already weighted for gradient accumulation)."""
@@ -380,8 +382,7 @@ class TrainerHooks(Generic[BatchT]):
 
     def scheduler_step(self) -> None:
         """Step the scheduler once per update that was not skipped."""
-        scheduler = self._scheduler_or_none()
-        if scheduler is not None:
+        if (scheduler := self._scheduler_or_none()) is not None:
             scheduler.step()
 
     def optimizer_zero_grad(self) -> None:

@@ -78,6 +78,47 @@ def test_cross_entropy_shapes_are_not_refused() -> None:
            data)
 
 
+class ScaledMSE(nn.MSELoss):
+    """An elementwise loss by its class: checked at every step like ``nn.MSELoss``."""
+
+
+@pytest.mark.parametrize(("loss_func", "checks"), [
+    (nn.CrossEntropyLoss(), 1), (functional.cross_entropy, 4), (nn.MSELoss(), 4), (ScaledMSE(), 4),
+], ids=["module-once", "function-every-step", "elementwise-every-step", "elementwise-subclass-every-step"])
+def test_the_shape_check_runs_once_per_class_of_loss_module_that_cannot_broadcast(
+        monkeypatch: pytest.MonkeyPatch, loss_func: Any, checks: int) -> None:
+    import pta._validation as validation
+
+    monkeypatch.setattr(validation, "SHAPE_AGNOSTIC_LOSS_TYPES", set[type]())
+    calls: list[object] = []
+    original = validation.check_loss_shapes
+
+    def counted(loss: object, outputs: object, targets: object) -> None:
+        calls.append(loss)
+        original(loss, outputs, targets)
+
+    monkeypatch.setattr(validation, "check_loss_shapes", counted)
+    x = torch.randn(16, 4)
+    classes = isinstance(loss_func, nn.CrossEntropyLoss) or loss_func is functional.cross_entropy
+    data = TensorDataset(x, torch.randint(0, 4, (16,)) if classes else x.sum(1, keepdim=True).expand(16, 4).clone())
+    model = linear_model(out=4)
+    trainer = DefaultTrainer(model, loss_func, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    trainer.train(data, 1, per_device_batch_size=4)
+    assert len(calls) == checks
+
+
+def test_an_elementwise_loss_is_refused_after_other_losses_were_seen() -> None:
+    x = torch.randn(16, 4)
+    model = linear_model(out=4)
+    for loss_func in (nn.CrossEntropyLoss(), functional.cross_entropy):
+        _train(DefaultTrainer(model, loss_func, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=()),
+               TensorDataset(x, torch.randint(0, 4, (16,))))
+    model = linear_model()
+    trainer = DefaultTrainer(model, functional.mse_loss, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=())
+    with pytest.raises(ConfigurationError, match=r"outputs of shape \(8, 1\) and targets of shape \(8,\)"):
+        _train(trainer, TensorDataset(x, x.sum(1)))
+
+
 @pytest.mark.parametrize("seed", ["abc", 1.5, True])
 def test_a_seed_that_is_not_an_integer_is_refused(seed: Any) -> None:
     with pytest.raises(ConfigurationError, match=f"seed must be an integer or None, got {seed!r}"):
