@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 from torch import Tensor
@@ -30,8 +30,8 @@ def length(obj: object) -> int | None:
 
 
 def inputs_and_targets(batch: Any) -> tuple[Any, Tensor]:
-    items = cast("Sequence[Any]", batch) if isinstance(batch, (list, tuple)) else ()
-    if len(items) >= 2 and isinstance(items[1], Tensor):
+    items: Any = batch  # not narrowed by the isinstance below, so no cast() call is needed per step
+    if isinstance(batch, (list, tuple)) and len(items) >= 2 and isinstance(items[1], Tensor):
         return items[0], items[1]
     raise TypeError(
         "the default calculate_*_batch_loss expects batches of (inputs, targets, ...) with tensor targets, "

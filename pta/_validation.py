@@ -149,10 +149,8 @@ def _is_mapping(value: object) -> TypeGuard[Mapping[object, object]]:
 
 
 def check_batch_output(hook_name: str, result: object) -> BatchOutput:
-    """``result`` of a batch-loss hook, checked to be a ``BatchOutput`` with a loss tensor."""
-    common: Any = result  # the common case, a dict with a loss tensor, checked without a further call
-    if common.__class__ is dict and isinstance(common.get("loss"), torch.Tensor):
-        return common  # type: ignore[return-value]  # a dict with a loss tensor is what BatchOutput requires
+    """``result`` of a batch-loss hook, checked to be a ``BatchOutput`` with a loss tensor (the loop
+    tests the common case, a dict with a loss tensor, itself)."""
     if not _is_mapping(result) or "loss" not in result:
         keys = sorted(str(key) for key in result) if _is_mapping(result) else None
         raise TypeError(f"{hook_name} must return a dict with a 'loss' tensor (a BatchOutput), "

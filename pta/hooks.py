@@ -203,8 +203,7 @@ class TrainerHooks(Generic[BatchT]):
 
         Assignable as in pytorch-accelerated, whose timm examples keep their own count in it: after
         ``trainer.num_updates = n`` it reads ``n`` (and ``+= 1`` works on it), while the loop keeps
-        counting in its own state; assigning ``None`` makes it read the loop's count again.
-        """
+        counting in its own state; assigning ``None`` makes it read the loop's count again."""
         return self._num_updates if self._user_num_updates is None else self._user_num_updates
 
     @num_updates.setter
@@ -332,13 +331,14 @@ class TrainerHooks(Generic[BatchT]):
 
     def _batch_loss(self, compute: Callable[[BatchT], BatchOutput], batch: BatchT) -> tuple[BatchOutput, Tensor, int]:
         if not self._step_plan.forward_context:
-            result: object = compute(batch)  # checked below: user hooks may return anything
+            result: Any = compute(batch)  # checked below: user hooks may return anything
         else:
             with self.forward_context():
                 result = compute(batch)
-        batch_output = check.check_batch_output(compute.__name__, result)
-        size = batch_output.get("batch_size")
-        return batch_output, batch_output["loss"], int(size) if size is not None else infer_batch_size(batch)
+        if result.__class__ is not dict or not isinstance(result.get("loss"), Tensor):  # the common case: no call
+            result = check.check_batch_output(compute.__name__, result)
+        size = result.get("batch_size")
+        return result, result["loss"], int(size) if size is not None else infer_batch_size(batch)
 
     def calculate_train_batch_loss(self, batch: BatchT) -> BatchOutput:
         """Forward one training batch; the default treats the batch as ``(inputs, targets, ...)``."""
