@@ -187,22 +187,14 @@ class AcceleratorAdapter:
 
     def _direct_for(self, optimizer: Optimizer | None) -> tuple[Optimizer, Optimizer, bool] | None:
         """Decided once per ``prepare``: the optimizer inside ``AcceleratedOptimizer`` when calling it
-        directly is equivalent (what may change between steps is checked in ``_direct_optimizer``)."""
+        directly is equivalent. Per step, ``optimizer_step`` and ``zero_grad`` also check that it is
+        this optimizer and that Accelerate is not accumulating (inline: they run every step)."""
         if optimizer is None or type(optimizer) is not AcceleratedOptimizer or not self._direct_backward:
             return None
         inner: Optimizer = optimizer.optimizer
         if type(inner).__module__.startswith("lomo_optim"):
             return None
         return optimizer, inner, _accepts_set_to_none(type(inner).zero_grad)
-
-    def _direct_optimizer(self, optimizer: Optimizer) -> Optimizer | None:
-        """The wrapped optimizer when ``AcceleratedOptimizer`` would only call through to it."""
-        direct = self._direct
-        if direct is None or optimizer is not direct[0] or not self._direct_backward:
-            return None
-        if not self._gradient_state.sync_gradients:  # inside Accelerate's own accumulation
-            return None
-        return direct[1]
 
     def unwrap_model(self, model: nn.Module, keep_torch_compile: bool = True) -> nn.Module:
         return cast(nn.Module, self.accelerator.unwrap_model(model, keep_torch_compile=keep_torch_compile))
@@ -215,21 +207,21 @@ class AcceleratorAdapter:
             self.accelerator.backward(loss)
 
     def optimizer_step(self, optimizer: Optimizer) -> None:
-        inner = self._direct_optimizer(optimizer)
-        if inner is None:
+        direct = self._direct
+        if direct is None or optimizer is not direct[0] or not self._gradient_state.sync_gradients:
             optimizer.step()
             return
-        inner.step()
+        direct[1].step()
         # What an LR scheduler's wrapper around ``optimizer.step`` records, so it does not warn
         # that it stepped before the optimizer.
         optimizer._opt_called = True  # type: ignore[attr-defined]  # torch.optim.lr_scheduler's marker
 
     def zero_grad(self, optimizer: Optimizer) -> None:
-        inner = self._direct_optimizer(optimizer)
-        if inner is not None and self._direct is not None and self._direct[2]:
-            inner.zero_grad(set_to_none=True)  # what AcceleratedOptimizer.zero_grad() passes
-        else:
+        direct = self._direct
+        if direct is None or optimizer is not direct[0] or not direct[2] or not self._gradient_state.sync_gradients:
             optimizer.zero_grad()
+        else:
+            direct[1].zero_grad(set_to_none=True)  # what AcceleratedOptimizer.zero_grad() passes
 
     def autocast(self) -> AbstractContextManager[None]:
         return cast(AbstractContextManager[None], self.accelerator.autocast())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,3 +60,33 @@ def params_of(model: nn.Module) -> list[torch.Tensor]:
 
 def max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def direct_optimizer(adapter: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer | None:
+    """The optimizer ``adapter.optimizer_step`` and ``adapter.zero_grad`` call directly instead of
+    ``optimizer`` (Accelerate's wrapper), or ``None`` when they call the wrapper; observed with both
+    methods of both objects replaced by recorders, so nothing is stepped or zeroed."""
+    inner: torch.optim.Optimizer | None = getattr(optimizer, "optimizer", None)
+    targets = {"wrapper": optimizer, **({"inner": inner} if inner is not None else {})}
+    calls: list[str] = []
+    saved = {(name, method): vars(target).get(method) for name, target in targets.items() for method in ("step", "zero_grad")}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def record(*args: object, **kwargs: object) -> None:
+            calls.append(name)
+        return record
+
+    for name, target in targets.items():
+        for method in ("step", "zero_grad"):
+            setattr(target, method, recorder(name))
+    try:
+        adapter.optimizer_step(optimizer)
+        adapter.zero_grad(optimizer)
+    finally:
+        for (name, method), value in saved.items():
+            if value is None:
+                delattr(targets[name], method)
+            else:
+                setattr(targets[name], method, value)
+    assert calls in (["wrapper", "wrapper"], ["inner", "inner"]), calls
+    return inner if calls[0] == "inner" else None

@@ -12,7 +12,7 @@ from typing_extensions import override
 from pta import DefaultTrainer
 from pta._accelerate import AcceleratorAdapter
 
-from ._helpers import linear_model, params_of, regression_data
+from ._helpers import direct_optimizer, linear_model, params_of, regression_data
 
 
 def _prepared(**options: Any) -> tuple[AcceleratorAdapter, torch.optim.Optimizer]:
@@ -26,7 +26,7 @@ def _prepared(**options: Any) -> tuple[AcceleratorAdapter, torch.optim.Optimizer
 def test_plain_fp32_single_process_calls_through() -> None:
     adapter, optimizer = _prepared()
     assert adapter._direct_backward
-    assert adapter._direct_optimizer(optimizer) is optimizer.optimizer  # type: ignore[attr-defined]  # AcceleratedOptimizer
+    assert direct_optimizer(adapter, optimizer) is optimizer.optimizer  # type: ignore[attr-defined]  # AcceleratedOptimizer
 
 
 def test_no_shortcut_with_a_loss_scaler() -> None:
@@ -35,14 +35,14 @@ def test_no_shortcut_with_a_loss_scaler() -> None:
     model = linear_model()
     _, optimizer, _, _ = adapter.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
     assert optimizer is not None
-    assert not adapter._direct_backward and adapter._direct_optimizer(optimizer) is None
+    assert not adapter._direct_backward and direct_optimizer(adapter, optimizer) is None
 
 
 def test_no_shortcut_while_accelerate_accumulates() -> None:
     adapter, optimizer = _prepared()
     adapter.accelerator.gradient_state._set_sync_gradients(False)
     try:
-        assert adapter._direct_optimizer(optimizer) is None
+        assert direct_optimizer(adapter, optimizer) is None
     finally:
         adapter.accelerator.gradient_state._set_sync_gradients(True)
 
@@ -50,7 +50,7 @@ def test_no_shortcut_while_accelerate_accumulates() -> None:
 def test_no_shortcut_for_an_unwrapped_optimizer() -> None:
     adapter = AcceleratorAdapter({})
     adapter._direct_backward = True
-    assert adapter._direct_optimizer(torch.optim.SGD(linear_model().parameters(), lr=0.1)) is None
+    assert direct_optimizer(adapter, torch.optim.SGD(linear_model().parameters(), lr=0.1)) is None
 
 
 class Wrapped(DefaultTrainer):
@@ -63,7 +63,7 @@ class Wrapped(DefaultTrainer):
 
         def prepare(*args: Any) -> Any:
             result = original(*args)
-            adapter._direct_backward = False
+            adapter._direct_backward, adapter._direct = False, None  # as prepare() decides with a loss scaler
             return result
 
         adapter.prepare = prepare  # type: ignore[method-assign, assignment]  # test instrumentation
@@ -95,7 +95,7 @@ def test_the_shortcut_is_only_for_the_optimizer_it_was_decided_for() -> None:
     model = linear_model()
     _, other, _, _ = AcceleratorAdapter({}).prepare(model, torch.optim.SGD(model.parameters(), lr=0.1), None, None)
     assert other is not None and type(other) is type(optimizer)
-    assert adapter._direct_optimizer(other) is None  # prepared elsewhere: through its wrapper
+    assert direct_optimizer(adapter, other) is None  # prepared elsewhere: through its wrapper
 
 
 def test_no_skipped_step_is_reported_without_a_scaler_and_accelerate_agrees() -> None:

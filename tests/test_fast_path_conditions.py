@@ -12,9 +12,10 @@ from typing import cast
 import pytest
 import torch
 from accelerate.utils.dataclasses import DistributedType  # pyright: ignore[reportMissingTypeStubs]  # accelerate ships no type information
+from typing_extensions import override
 
 from pta._accelerate import AcceleratorAdapter
-from tests._helpers import linear_model
+from tests._helpers import direct_optimizer, linear_model
 
 
 def _prepared(optimizer_class: type[torch.optim.SGD] = torch.optim.SGD
@@ -43,7 +44,8 @@ def test_engines_that_own_backward_get_the_wrappers(monkeypatch: pytest.MonkeyPa
     _as(monkeypatch, adapter, name)
     assert not adapter._plain_autograd()
     adapter._direct_backward = adapter._plain_autograd()
-    assert adapter._direct_optimizer(optimizer) is None
+    adapter._direct = adapter._direct_for(optimizer)  # both decided as prepare() decides them
+    assert direct_optimizer(adapter, optimizer) is None
 
 
 @pytest.mark.parametrize("name", ["NO", "MULTI_CPU", "MULTI_GPU", "FSDP"])
@@ -82,9 +84,28 @@ class PlainSubclass(torch.optim.SGD):
 def test_a_lomo_optimizer_is_not_called_directly() -> None:
     adapter, optimizer = _prepared(LomoLike)
     assert adapter._direct_backward  # nothing else stands in the way
-    assert adapter._direct_optimizer(optimizer) is None
+    assert direct_optimizer(adapter, optimizer) is None
 
 
 def test_another_optimizer_subclass_is_called_directly() -> None:
     adapter, optimizer = _prepared(PlainSubclass)
-    assert isinstance(adapter._direct_optimizer(optimizer), PlainSubclass)
+    assert isinstance(direct_optimizer(adapter, optimizer), PlainSubclass)
+
+
+class NoSetToNone(torch.optim.SGD):
+    """An optimizer whose ``zero_grad`` takes no ``set_to_none`` (AcceleratedOptimizer then calls it bare)."""
+
+    @override
+    def zero_grad(self) -> None:  # type: ignore[override]  # the older signature under test
+        super().zero_grad()
+
+
+def test_a_zero_grad_without_set_to_none_gets_the_wrapper() -> None:
+    adapter, optimizer = _prepared(NoSetToNone)
+    inner: torch.optim.Optimizer = getattr(optimizer, "optimizer")  # AcceleratedOptimizer's
+    calls: list[str] = []
+    setattr(optimizer, "zero_grad", lambda: calls.append("wrapper"))  # recorders: nothing is zeroed or stepped
+    setattr(inner, "step", lambda: calls.append("inner"))
+    adapter.optimizer_step(optimizer)
+    adapter.zero_grad(optimizer)
+    assert calls == ["inner", "wrapper"]  # the step still goes straight through
