@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import torch
 from torch import nn
@@ -67,26 +69,18 @@ def direct_optimizer(adapter: Any, optimizer: torch.optim.Optimizer) -> torch.op
     ``optimizer`` (Accelerate's wrapper), or ``None`` when they call the wrapper; observed with both
     methods of both objects replaced by recorders, so nothing is stepped or zeroed."""
     inner: torch.optim.Optimizer | None = getattr(optimizer, "optimizer", None)
-    targets = {"wrapper": optimizer, **({"inner": inner} if inner is not None else {})}
     calls: list[str] = []
-    saved = {(name, method): vars(target).get(method) for name, target in targets.items() for method in ("step", "zero_grad")}
 
     def recorder(name: str) -> Callable[..., None]:
         def record(*args: object, **kwargs: object) -> None:
             calls.append(name)
         return record
 
-    for name, target in targets.items():
-        for method in ("step", "zero_grad"):
-            setattr(target, method, recorder(name))
-    try:
+    with contextlib.ExitStack() as patches:
+        for name, target in (("wrapper", optimizer), ("inner", inner)):
+            for method in ("step", "zero_grad") if target is not None else ():
+                patches.enter_context(mock.patch.object(target, method, recorder(name)))
         adapter.optimizer_step(optimizer)
         adapter.zero_grad(optimizer)
-    finally:
-        for (name, method), value in saved.items():
-            if value is None:
-                delattr(targets[name], method)
-            else:
-                setattr(targets[name], method, value)
     assert calls in (["wrapper", "wrapper"], ["inner", "inner"]), calls
     return inner if calls[0] == "inner" else None
