@@ -1,16 +1,12 @@
 """What a training state records about its run, and the checks a resume makes against it.
 
 A state's ``pta_meta.json`` holds a *fingerprint* of the run (the settings that decide what each
-step does) and a CRC-32 checksum of every file; ``train(resume_from=...)`` compares both with the
-resuming run before any training work and refuses with every difference listed.
+step does) and a CRC-32 checksum of every file (``pta._checksums``); ``train(resume_from=...)`` compares
+both with the resuming run before any training work and refuses with every difference listed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import mmap
-import os
-import zlib
 from collections.abc import Iterable, Mapping, Sized
 from pathlib import Path
 from typing import Any, cast
@@ -20,7 +16,6 @@ from torch.optim import Optimizer
 
 from pta._validation import ConfigurationError
 from pta.checkpoint import CheckpointError
-from pta.state import META_FILE
 
 CHANGEABLE = frozenset({"per_device_batch_size", "gradient_accumulation_steps", "dataset_length"})
 """Settings ``train(resume_allow_changes=...)`` may accept as changed: the state still loads, and the
@@ -116,50 +111,3 @@ def check_allowed_changes(allowed: Iterable[str]) -> frozenset[str]:
             f"it accepts {', '.join(sorted(CHANGEABLE))}"
         )
     return names
-
-
-# ---------------------------------------------------------------------------- file checksums
-def _crc32(path: Path) -> str:
-    # CRC-32 finds truncated and altered files as a SHA-256 does (this guards against accidents, not
-    # attackers) at six times the speed, and hashing dominated the time of a save. A read-only map lets
-    # zlib read the just-written pages in place, without copying them into Python objects first.
-    with path.open("rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            return f"crc32:{0:08x}"
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            return f"crc32:{zlib.crc32(view):08x}"
-
-
-def _sha256(path: Path) -> str:
-    """The checksum that training states saved before CRC-32 record (a bare hex digest)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_checksums(directory: Path) -> dict[str, str]:
-    """CRC-32 of every file under ``directory`` but the metadata, by relative POSIX path."""
-    sums: dict[str, str] = {}
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            path = Path(root) / name
-            relative = path.relative_to(directory).as_posix()
-            if relative != META_FILE:
-                sums[relative] = _crc32(path)
-    return dict(sorted(sums.items()))
-
-
-def verify_checksums(directory: Path, recorded: Mapping[str, str]) -> None:
-    """Raise :class:`CheckpointError` naming each file that is missing, truncated or altered."""
-    problems: list[str] = []
-    for relative, expected in recorded.items():
-        path = directory / relative
-        if not path.is_file():
-            problems.append(f"{path} is missing")
-        elif (_crc32(path) if expected.startswith("crc32:") else _sha256(path)) != expected:
-            problems.append(f"{path} is corrupt: its checksum differs from the one saved with it "
-                            f"(size now {path.stat().st_size} bytes)")
-    if problems:
-        raise CheckpointError(f"training state {directory} is damaged:\n  - " + "\n  - ".join(problems))

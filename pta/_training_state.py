@@ -11,15 +11,16 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pta._unwrap import unwrap_optimizer
-from pta._fingerprint import check_fingerprint, file_checksums, run_fingerprint, verify_checksums
+from pta._checksums import Pending, Stamp, WriteBehind, checksum_pool, start_checksums, verify_checksums
+from pta._fingerprint import check_fingerprint, run_fingerprint
 from pta.checkpoint import CheckpointError, load_torch_file
 from pta.state import (
     capture_rng,
@@ -112,6 +113,8 @@ class _Save:
         self.partial = partial_dir(target)
         self.needed = _bytes_needed(trainer)
         self.meta: dict[str, Any] = {}
+        self.pool: ThreadPoolExecutor | None = None  # checksums started before the commit
+        self.early_checksums: dict[str, tuple[Stamp, Pending]] = {}
 
     def phase(self, action: Callable[[], None], *, main_only: bool = False) -> None:
         error: Exception | None = None
@@ -126,6 +129,8 @@ class _Save:
             failed = bool(flags.max().item())
         if not failed:
             return
+        if self.pool is not None:
+            self.pool.shutdown()
         # the cause first: free space is measured while the partial output still fills the disk
         cause = _cause(error, self.target.parent, self.needed) if error else "another process failed to write its part"
         if self.acc.is_main_process and self.partial.exists():
@@ -143,9 +148,26 @@ class _Save:
         if free < self.needed:
             raise OSError(28, f"{free} bytes free in {parent}, about {self.needed} needed")
 
-    def write_parts(self, checkpoint_kwargs: dict[str, Any] | None) -> None:
+    def write_parts(self, checkpoint_kwargs: dict[str, Any] | None, *, commit_next: bool) -> None:
+        # When the commit follows at once, the main process (which commits) flushes the files while
+        # they are written, and checksums Accelerate's while it writes its own; a background commit
+        # leaves the writer alone.
+        behind = None
+        if commit_next and self.acc.is_main_process:
+            self.pool = checksum_pool()
+            behind = WriteBehind(self.partial, self.pool)
+        try:
+            self.acc.save_state(self.partial)
+            if behind is not None and self.acc.num_processes == 1:  # no other process writes there
+                behind.written()
+            self._write_own_state(checkpoint_kwargs)
+        finally:
+            if behind is not None:
+                behind.stop()
+                self.early_checksums = behind.early
+
+    def _write_own_state(self, checkpoint_kwargs: dict[str, Any] | None) -> None:
         trainer = self.trainer
-        self.acc.save_state(self.partial)
         state = trainer._call_chain("training_state_dict", trainer.training_state_dict)
         pending = trainer._resume
         if pending is not None:  # saved in a resumed run before its epoch set up its batches: the same save point
@@ -163,10 +185,10 @@ class _Save:
     def commit(self) -> None:
         """Make the written files durable and the state visible; reads only the files and ``meta``."""
         # Checksumming and flushing the same files overlap: zlib and fsync both release the GIL.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            checksums = pool.submit(file_checksums, self.partial)
+        with self.pool or checksum_pool() as pool:
+            checksums = start_checksums(self.partial, pool, self.early_checksums)
             fsync_tree(self.partial)
-            write_meta(self.partial, {**self.meta, "checksums": checksums.result()})
+            write_meta(self.partial, {**self.meta, "checksums": checksums()})
         commit_dir(self.partial, self.target)
 
 
@@ -216,7 +238,7 @@ def save_training_state(trainer: TrainerCheckpoints[Any], output_dir: str | Path
     wait_for_save(trainer)  # one commit at a time, in order, and the outcome of the previous one first
     save = _Save(trainer, Path(output_dir))
     save.phase(save.prepare, main_only=True)
-    save.phase(lambda: save.write_parts(checkpoint_kwargs))
+    save.phase(lambda: save.write_parts(checkpoint_kwargs, commit_next=not background))
     if background:
         trainer._pending_commit = _BackgroundCommit(save)
     else:

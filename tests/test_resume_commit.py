@@ -18,7 +18,7 @@ from typing_extensions import override
 
 import pta.state
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
-from pta._fingerprint import verify_checksums
+from pta._checksums import verify_checksums
 from pta.callbacks import SaveTrainingStateCallback
 from pta.interrupt import TrainingInterrupted
 from pta.protocols import TrainerLike

@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 from typing_extensions import override
 
 from pta import CheckpointError, DefaultTrainer, TrainerCallback, reset_accelerate_state
-from pta._fingerprint import file_checksums, verify_checksums
+from pta._checksums import file_checksums, verify_checksums
 from pta._validation import ConfigurationError
 from pta.protocols import TrainerLike
 from tests._helpers import manual_seed

@@ -1,0 +1,198 @@
+"""Checksums of a training state's files: CRC-32 in parallel blocks, the same as zlib's over the whole
+file; early checksums used only for unchanged files; files flushed while a save still writes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import zlib
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import pta._checksums as checksums
+from pta import CheckpointError, DefaultTrainer, reset_accelerate_state
+from pta._checksums import WriteBehind, crc32_combine, file_checksums, start_checksums, start_crc32, verify_checksums
+from tests._helpers import manual_seed
+
+
+def test_combined_crcs_are_the_crc_of_the_joined_bytes() -> None:
+    rng = random.Random(0)
+    for _ in range(300):
+        first, second = (rng.randbytes(rng.randrange(0, 5000)) for _ in range(2))
+        assert crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second)) == zlib.crc32(first + second)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Blocks of 1000 bytes, so that a small file is checksummed in several blocks, the last one short."""
+    monkeypatch.setattr(checksums, "_BLOCK", 1000)
+    return 1000
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 7777])
+def test_a_checksum_in_blocks_is_zlibs_over_the_whole_file(tmp_path: Path, small_blocks: int, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        stamp, pending = start_crc32(path, pool)
+        assert pending() == f"crc32:{zlib.crc32(data):08x}"
+    assert stamp[:2] == (path.stat().st_ino, size)
+
+
+def test_a_change_in_any_block_is_found(tmp_path: Path, small_blocks: int) -> None:
+    data = bytearray(random.Random(1).randbytes(5500))
+    (tmp_path / "data.bin").write_bytes(data)
+    recorded = file_checksums(tmp_path)
+    for offset in (0, 1500, 5499):
+        changed = bytearray(data)
+        changed[offset] ^= 0x01
+        (tmp_path / "data.bin").write_bytes(changed)
+        with pytest.raises(CheckpointError, match="data.bin is corrupt"):
+            verify_checksums(tmp_path, recorded)
+    (tmp_path / "data.bin").write_bytes(data)
+    verify_checksums(tmp_path, recorded)
+
+
+def _sentinel(value: str, calls: list[str]) -> checksums.Pending:
+    def pending() -> str:
+        calls.append(value)
+        return value
+    return pending
+
+
+def test_an_early_checksum_counts_only_while_the_file_is_unchanged(tmp_path: Path) -> None:
+    """The early checksums here are deliberately wrong, to show which ones the result takes."""
+    (tmp_path / "kept.bin").write_bytes(b"kept")
+    (tmp_path / "changed.bin").write_bytes(b"before")
+    calls: list[str] = []
+    early = {name: (checksums._stamp((tmp_path / name).stat()), _sentinel(f"early {name}", calls))
+             for name in ("kept.bin", "changed.bin")}
+    (tmp_path / "changed.bin").write_bytes(b"after!")  # another size: another stamp
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        result = start_checksums(tmp_path, pool, early)()
+    assert result == {"changed.bin": f"crc32:{zlib.crc32(b'after!'):08x}", "kept.bin": "early kept.bin"}
+    assert sorted(calls) == ["early changed.bin", "early kept.bin"]  # the superseded one is waited for too
+
+
+def test_a_file_rewritten_with_the_same_size_gets_a_new_stamp(tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"a" * 100)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        before, _pending = start_crc32(path, pool)
+        _pending()
+        time.sleep(0.05)  # beyond the coarsest tick of file times
+        path.write_bytes(b"b" * 100)
+        after, _pending = start_crc32(path, pool)
+        _pending()
+    assert before[1] == after[1] and before != after
+
+
+def test_the_write_behind_flushes_a_file_while_it_is_still_being_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[int] = []  # the size of the file at each flush
+
+    def flush(fd: int) -> None:
+        flushed.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr(checksums, "_flush", flush)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        behind = WriteBehind(tmp_path, pool)
+        with (tmp_path / "growing.bin").open("wb") as handle:
+            handle.write(b"x" * 100)
+            handle.flush()
+            deadline = time.monotonic() + 10
+            while 100 not in flushed:  # the writer is still in the middle of its file
+                assert time.monotonic() < deadline, "the file was not flushed while it was written"
+                time.sleep(0.001)
+            handle.write(b"y" * 100)
+        behind.stop()
+    time.sleep(0.05)
+    count = len(flushed)
+    time.sleep(0.05)
+    assert len(flushed) == count  # stopped: nothing more is flushed
+
+
+def test_files_written_are_checksummed_before_the_commit_reads_them(tmp_path: Path) -> None:
+    (tmp_path / "done.bin").write_bytes(b"done")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        behind = WriteBehind(tmp_path, pool)
+        behind.written()
+        behind.stop()
+        (tmp_path / "later.bin").write_bytes(b"later")
+        assert set(behind.early) == {"done.bin"}
+        assert start_checksums(tmp_path, pool, behind.early)() == {
+            "done.bin": f"crc32:{zlib.crc32(b'done'):08x}", "later.bin": f"crc32:{zlib.crc32(b'later'):08x}"}
+
+
+# ---------------------------------------------------------------------------- in a save
+class _Counting:
+    """Records each file ``start_crc32`` reads, and whether pta's own state file was written by then."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[tuple[str, bool]] = []
+        original = checksums.start_crc32
+
+        def counting(path: Path, pool: Executor) -> tuple[checksums.Stamp, checksums.Pending]:
+            self.paths.append((path.name, (path.parent / "pta_state_0.pt").exists()))
+            return original(path, pool)
+
+        monkeypatch.setattr(checksums, "start_crc32", counting)
+
+
+def _trained() -> DefaultTrainer:
+    reset_accelerate_state()
+    manual_seed(0)
+    model = nn.Linear(4, 2)
+    data = TensorDataset(torch.randn(16, 4), torch.randn(16, 2))
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.AdamW(model.parameters(), lr=1e-2), callbacks=[])
+    trainer.train(data, 1, per_device_batch_size=8)
+    return trainer
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_save_reads_each_file_once_and_records_its_crc(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool) -> None:
+    """A blocking save checksums Accelerate's files while it writes its own, and the commit does not
+    read them again; a background save leaves all of it to its commit."""
+    trainer = _trained()
+    counting = _Counting(monkeypatch)
+    if background:
+        trainer.save_training_state_in_background(tmp_path / "state")
+        trainer.wait_for_save()
+    else:
+        trainer.save_training_state(tmp_path / "state")
+    meta = json.loads((tmp_path / "state" / "pta_meta.json").read_text())
+    files = sorted(meta["checksums"])
+    assert {"model.safetensors", "optimizer.bin", "pta_state_0.pt"} <= set(files)
+    assert sorted(name for name, _ in counting.paths) == sorted(Path(name).name for name in files)
+    early = {name for name, own_state_written in counting.paths if not own_state_written}
+    assert early == (set() if background else {"model.safetensors", "optimizer.bin", "random_states_0.pkl"})
+    for name in files:
+        assert meta["checksums"][name] == f"crc32:{zlib.crc32((tmp_path / 'state' / name).read_bytes()):08x}"
+
+
+def test_a_failed_save_leaves_no_flushing_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = _trained()
+
+    def fail(self: object, directory: Path) -> None:
+        directory.mkdir(parents=True)
+        (directory / "half.bin").write_bytes(b"half")
+        raise OSError(5, "input/output error")
+
+    monkeypatch.setattr(type(trainer._accelerator), "save_state", fail)
+    with pytest.raises(CheckpointError, match="input/output error"):
+        trainer.save_training_state(tmp_path / "state")
+    deadline = time.monotonic() + 5
+    while any(thread.name.startswith("pta-write-behind") for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the write-behind thread outlived its save"
+        time.sleep(0.01)
+    assert not (tmp_path / ".state.partial").exists()
