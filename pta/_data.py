@@ -74,3 +74,8 @@ def on_cpu(batch: object) -> bool:
         if type(item) is not Tensor or not item.is_cpu:
             return False
     return True
+
+
+def model_inputs(batch: object) -> Any:
+    """``batch[0]`` for a list or tuple batch, else the whole batch."""
+    return cast("tuple[Any, ...]", batch)[0] if isinstance(batch, (list, tuple)) else batch

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast, overload
+from typing import Any, ClassVar, Literal, overload
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,7 +21,7 @@ from pta._agreement import StopAgreement
 from pta._autoresume import AUTO, auto_resume_dir
 from pta._capabilities import (NeedsGradAccumMixin, NeedsSchedulerMixin, SupportsGradAccumulation,
                                SupportsGradAccumulationAndSchedulers, SupportsSchedulers)
-from pta._data import length
+from pta._data import length, model_inputs
 from pta._epoch_batches import epoch_batches
 from pta._fingerprint import check_allowed_changes
 from pta._run_setup import build_run_config
@@ -36,11 +36,6 @@ from pta.run_config import TrainerRunConfig
 from pta.state import read_meta, resolve_state_dir, restore_rng, sampler_generator
 
 __all__ = ["HookChainError", "HookNameError", "TrainerBase"]
-
-
-def _model_inputs(batch: object) -> Any:
-    """``batch[0]`` for a list or tuple batch, else the whole batch."""
-    return cast("tuple[Any, ...]", batch)[0] if isinstance(batch, (list, tuple)) else batch
 
 
 class TrainerBase(TrainerCheckpoints[BatchT]):
@@ -208,7 +203,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
     def predict_step(self, batch: BatchT) -> torch.Tensor:
         """The model's output for one batch (rows along dim 0); the default feeds ``batch[0]`` (or the
         whole batch when it is not a list or tuple) to the model."""
-        inputs = _model_inputs(batch)
+        inputs = model_inputs(batch)
         output: torch.Tensor = self.model(inputs)
         return output
 
@@ -325,7 +320,7 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
             self._train_loss.reset()
         handler.call_event("on_train_epoch_start", self)
         num_batches, limit = length(dataloader), self.run_config.max_num_train_steps
-        reached_max = False
+        reached_max, distributed = False, self._agreement.distributed
         plan = self._step_plan = plan_steps(self)
         self._epoch_rng, batches = epoch_batches(dataloader, resume, self.train_dataset)
         self._resume = None
@@ -348,8 +343,12 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
                 self._num_updates += 1
                 reached_max = limit is not None and self._num_updates >= limit
             self._batches_done = step + 1
-            signum = self._agreed_event("on_train_step_end", step >= self._agreement.next_step,
-                                        batch_output=batch_output, batch=batch, step=step)
+            if distributed:
+                signum = self._agreed_event("on_train_step_end", step >= self._agreement.next_step,
+                                            batch_output=batch_output, batch=batch, step=step)
+            else:  # nothing to agree on: the event itself, as _agreed_event would call it
+                handler.call_event("on_train_step_end", self, batch_output=batch_output, batch=batch, step=step)
+                signum = self._interrupt.signum or 0
             if signum:
                 self._save_interrupted_state(signum)
             if reached_max:
