@@ -207,17 +207,15 @@ class WriteBehind:
         self._stopping.set()
 
     def _run(self) -> None:
-        handles: dict[tuple[Path, int], int] = {}
-        try:
-            while not self._stopping.wait(_POLL_S):
-                for _relative, path in list(_files(self.directory)):
-                    try:
-                        key = path, os.stat(path).st_ino
-                        if key not in handles:
-                            handles[key] = os.open(path, os.O_RDONLY)
-                        _flush(handles[key])
-                    except OSError:  # it vanished (renamed into place): the commit flushes what is there
-                        continue
-        finally:
-            for fd in handles.values():
-                os.close(fd)
+        while not self._stopping.wait(_POLL_S):
+            for _relative, path in list(_files(self.directory)):
+                try:  # opened for each flush: a sharded state's hundreds of files must not hold as many fds
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:  # it vanished (renamed into place): the commit flushes what is there
+                    continue
+                try:
+                    _flush(fd)
+                except OSError:  # the commit's own fsync reports what is wrong with the file
+                    pass
+                finally:
+                    os.close(fd)

@@ -121,6 +121,27 @@ def test_the_write_behind_flushes_a_file_while_it_is_still_being_written(
     assert len(flushed) == count  # stopped: nothing more is flushed
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open file descriptors through /proc")
+def test_the_write_behind_holds_no_descriptor_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sharded state has hundreds of files: the writer must not run out of descriptors."""
+    flushes = threading.Semaphore(0)
+
+    def flush(fd: int) -> None:
+        flushes.release()
+
+    monkeypatch.setattr(checksums, "_flush", flush)
+    for index in range(200):
+        (tmp_path / f"shard_{index}.bin").write_bytes(b"x")
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        behind = WriteBehind(tmp_path, pool)
+        for _ in range(400):  # two passes over the files
+            assert flushes.acquire(timeout=10)
+        during = len(list(Path("/proc/self/fd").iterdir()))
+        behind.stop()
+    assert during - before < 10
+
+
 def test_files_written_are_checksummed_before_the_commit_reads_them(tmp_path: Path) -> None:
     (tmp_path / "done.bin").write_bytes(b"done")
     with ThreadPoolExecutor(max_workers=1) as pool:
