@@ -9,6 +9,7 @@ thread pool and the blocks' CRCs combined, so a checksum uses every core.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -161,7 +162,7 @@ def verify_checksums(directory: Path, recorded: Mapping[str, str]) -> None:
     """Raise :class:`CheckpointError` naming each file that is missing, truncated or altered."""
     problems: list[str] = []
     with checksum_pool() as pool:
-        started: dict[Path, tuple[str, Callable[[], str]]] = {}
+        started: dict[Path, tuple[str, Pending]] = {}
         for relative, expected in recorded.items():
             path = directory / relative
             if not path.is_file():
@@ -209,13 +210,12 @@ class WriteBehind:
     def _run(self) -> None:
         while not self._stopping.wait(_POLL_S):
             for _relative, path in list(_files(self.directory)):
-                try:  # opened for each flush: a sharded state's hundreds of files must not hold as many fds
+                # A file that vanished (renamed into place) or cannot be flushed is the commit's: its
+                # own fsync reports what is wrong. Opened for each flush, so that a sharded state's
+                # hundreds of files never hold as many descriptors while the writer needs its own.
+                with contextlib.suppress(OSError):
                     fd = os.open(path, os.O_RDONLY)
-                except OSError:  # it vanished (renamed into place): the commit flushes what is there
-                    continue
-                try:
-                    _flush(fd)
-                except OSError:  # the commit's own fsync reports what is wrong with the file
-                    pass
-                finally:
-                    os.close(fd)
+                    try:
+                        _flush(fd)
+                    finally:
+                        os.close(fd)

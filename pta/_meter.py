@@ -14,8 +14,9 @@ class LossMeter:
 
     ``add`` only keeps the loss's values (no autograd graph): a per-step in-place add costs a few
     microseconds of dispatch and type promotion, so losses of one weight (batch size) are summed in
-    blocks of up to ``BLOCK`` steps (one ``stack`` and one sum), and whenever ``total`` is read. A loss of another weight than the
-    block's (an epoch's last batch, or weights that change every step) is added at once, as before.
+    blocks of up to ``BLOCK`` steps (one ``stack`` and one sum), and whenever ``total`` is read. A loss
+    of another weight than the block's (an epoch's last batch, or weights that change every step) is
+    added at once, as before.
     """
 
     __slots__ = ("_total", "count", "_pending", "_weight")
