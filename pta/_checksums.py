@@ -5,6 +5,13 @@ A state's ``pta_meta.json`` records the CRC-32 of every other file; a resume rec
 each file that is missing, truncated or altered. CRC-32 finds such accidents as a SHA-256 would (it
 does not guard against attackers) at six times the speed. Large files are checksummed in blocks on a
 thread pool and the blocks' CRCs combined, so a checksum uses every core.
+
+A file ``torch.save`` wrote (the optimizer's state, pta's own) is a zip archive whose central
+directory already holds the CRC-32 of each record's data, computed by torch as it wrote them. Its
+checksum (``zip-crc32:``) is the CRC-32 of every byte but the records' data (headers, padding, the
+directory: a few kilobytes); a resume checks those bytes against it and each record's data against
+the CRC-32 in the directory. Every byte is covered, as by a CRC-32 of the whole file, and the save
+reads no data torch has checksummed already.
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ import contextlib
 import hashlib
 import mmap
 import os
+import struct
 import threading
+import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import BinaryIO
 
 from pta.checkpoint import CheckpointError
 from pta.state import META_FILE
@@ -66,6 +76,27 @@ def _crc32_of_range(view: mmap.mmap, start: int, end: int) -> int:
         return zlib.crc32(block)
 
 
+Blocks = list[tuple[int, Future[int]]]
+"""The CRC-32s of consecutive pieces of a range being computed, with the pieces' lengths."""
+
+
+def _start_blocks(view: mmap.mmap, start: int, end: int, pool: Executor) -> Blocks:
+    return [(min(_BLOCK, end - first), pool.submit(_crc32_of_range, view, first, min(first + _BLOCK, end)))
+            for first in range(start, end, _BLOCK)]
+
+
+def _combined(blocks: Blocks) -> int:
+    crc = 0
+    for length, block in blocks:
+        crc = crc32_combine(crc, block.result(), length)
+    return crc
+
+
+def _close_when_done(view: mmap.mmap, blocks: Iterable[tuple[int, Future[int]]]) -> None:
+    wait([block for _length, block in blocks])  # a block still reading would keep the map from closing
+    view.close()
+
+
 Pending = Callable[[], str]
 """A checksum being computed: calling it waits for the checksum."""
 
@@ -76,6 +107,18 @@ def _ready(checksum: str) -> Pending:
 
 def _stamp(status: os.stat_result) -> Stamp:
     return status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def start_checksum(path: Path, pool: Executor) -> tuple[Stamp, Pending]:
+    """Start the checksum of a complete file on ``pool``: a zip archive's with CRC-32s of all its
+    records from its directory (:func:`zip_checksum`), any other's with :func:`start_crc32`. Return
+    the file's stamp as read, and the checksum pending."""
+    with path.open("rb") as handle:
+        status = os.fstat(handle.fileno())
+        checksum = zip_checksum(handle)
+    if checksum is not None:
+        return _stamp(status), _ready(checksum)
+    return start_crc32(path, pool)
 
 
 def start_crc32(path: Path, pool: Executor) -> tuple[Stamp, Pending]:
@@ -89,20 +132,96 @@ def start_crc32(path: Path, pool: Executor) -> tuple[Stamp, Pending]:
         if size == 0:
             return _stamp(status), _ready(f"crc32:{0:08x}")
         view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    starts = range(0, size, _BLOCK)
-    blocks = [pool.submit(_crc32_of_range, view, start, min(start + _BLOCK, size)) for start in starts]
+    blocks = _start_blocks(view, 0, size, pool)
 
     def result() -> str:
         try:
-            crc = 0
-            for start, block in zip(starts, blocks):
-                crc = crc32_combine(crc, block.result(), min(_BLOCK, size - start))
-            return f"crc32:{crc:08x}"
+            return f"crc32:{_combined(blocks):08x}"
         finally:
-            wait(blocks)
-            view.close()
+            _close_when_done(view, blocks)
 
     return _stamp(status), result
+
+
+# ---------------------------------------------------------------------------- zip archives (torch.save)
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then the lengths of the name and the extra field
+_ZIP_SIGNATURE = b"PK\x03\x04"
+
+Layout = list[tuple[zipfile.ZipInfo, int, int]]
+"""The records of a zip archive in file order, each with where its data starts and ends."""
+
+
+def _zip_layout(handle: BinaryIO) -> Layout | None:
+    """Where each record's data lies in a zip archive whose records are all stored uncompressed with
+    their CRC-32, one after the other; ``None`` for any other file (``torch.save`` with
+    ``torch.serialization.set_crc32_options(False)`` records no CRC-32)."""
+    handle.seek(0)
+    if handle.read(4) != _ZIP_SIGNATURE:
+        return None
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            records, directory = archive.infolist(), int(archive.start_dir)  # undocumented, kept since Python 2
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        return None
+    layout: Layout = []
+    end = 0
+    for info in sorted(records, key=lambda info: info.header_offset):
+        if info.compress_type != zipfile.ZIP_STORED or (info.CRC == 0 and info.file_size) or info.header_offset < end:
+            return None
+        header = _read(handle, info.header_offset, info.header_offset + _LOCAL_HEADER.size)
+        if len(header) < _LOCAL_HEADER.size:
+            return None
+        signature, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+        start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+        end = start + info.compress_size
+        if signature != _ZIP_SIGNATURE or end > directory:
+            return None
+        layout.append((info, start, end))
+    return layout
+
+
+def _read(handle: BinaryIO, start: int, end: int | None = None) -> bytes:
+    handle.seek(start)
+    return handle.read(-1 if end is None else end - start)
+
+
+def _outside_records(handle: BinaryIO, layout: Layout) -> str:
+    """The CRC-32 of every byte of the archive but its records' data: headers, padding, the directory."""
+    crc, position = 0, 0
+    for _info, start, end in layout:
+        crc = zlib.crc32(_read(handle, position, start), crc)
+        position = end
+    return f"zip-crc32:{zlib.crc32(_read(handle, position), crc):08x}"
+
+
+def zip_checksum(handle: BinaryIO) -> str | None:
+    """The checksum of a zip archive that :func:`_zip_layout` accepts, from a few kilobytes: the CRC-32
+    of all but its records' data. The directory it covers holds the data's own CRC-32s."""
+    layout = _zip_layout(handle)
+    return None if layout is None else _outside_records(handle, layout)
+
+
+def _start_zip_check(path: Path, pool: Executor) -> Pending:
+    """Recompute a ``zip-crc32:`` checksum: :func:`zip_checksum` if every record's data still has the
+    CRC-32 the directory holds, else a value no archive has, naming the first record that differs."""
+    with path.open("rb") as handle:
+        layout = _zip_layout(handle)
+        if layout is None:
+            return _ready("zip-crc32:not a zip archive with a CRC-32 for every record")
+        checksum = _outside_records(handle, layout)
+        if not layout:
+            return _ready(checksum)
+        view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    checks = [(info, _start_blocks(view, start, end, pool)) for info, start, end in layout]
+
+    def result() -> str:
+        try:
+            damaged = [info.filename for info, blocks in checks if _combined(blocks) != info.CRC]
+            return f"zip-crc32:record {damaged[0]} damaged" if damaged else checksum
+        finally:
+            _close_when_done(view, [block for _info, blocks in checks for block in blocks])
+
+    return result
 
 
 def checksum_pool() -> ThreadPoolExecutor:
@@ -132,7 +251,7 @@ def start_checksums(directory: Path, pool: Executor,
         if stamped is not None and stamped[0] == _stamp(path.stat()):
             started[relative] = stamped[1]
         else:
-            started[relative] = start_crc32(path, pool)[1]
+            started[relative] = start_checksum(path, pool)[1]
     superseded = [pending for relative, (_stamp_then, pending) in early.items() if started.get(relative) is not pending]
 
     def result() -> dict[str, str]:
@@ -169,6 +288,8 @@ def verify_checksums(directory: Path, recorded: Mapping[str, str]) -> None:
                 problems.append(f"{path} is missing")
             elif expected.startswith("crc32:"):
                 started[path] = expected, start_crc32(path, pool)[1]
+            elif expected.startswith("zip-crc32:"):
+                started[path] = expected, _start_zip_check(path, pool)
             else:
                 started[path] = expected, _ready(_sha256(path))
         for path, (expected, result) in started.items():
@@ -201,7 +322,7 @@ class WriteBehind:
     def written(self) -> None:
         """Every file in the directory now is complete: start checksumming them."""
         for relative, path in _files(self.directory):
-            self.early[relative] = start_crc32(path, self.pool)
+            self.early[relative] = start_checksum(path, self.pool)
 
     def stop(self) -> None:
         """Stop flushing; return at once (a flush in progress goes on beside the commit's)."""

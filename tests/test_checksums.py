@@ -1,5 +1,6 @@
 """Checksums of a training state's files: CRC-32 in parallel blocks, the same as zlib's over the whole
-file; early checksums used only for unchanged files; files flushed while a save still writes them."""
+file; torch.save's archives checked through the CRC-32 of each record; early checksums used only for
+unchanged files; files flushed while a save still writes them."""
 
 from __future__ import annotations
 
@@ -8,19 +9,26 @@ import os
 import random
 import threading
 import time
+import zipfile
 import zlib
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
+from typing_extensions import ParamSpec, TypeVar, override
 
 import pta._checksums as checksums
 from pta import CheckpointError, DefaultTrainer, reset_accelerate_state
-from pta._checksums import WriteBehind, crc32_combine, file_checksums, start_checksums, start_crc32, verify_checksums
+from pta._checksums import (WriteBehind, crc32_combine, file_checksums, start_checksum, start_checksums, start_crc32,
+                            verify_checksums)
 from tests._helpers import manual_seed
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def test_combined_crcs_are_the_crc_of_the_joined_bytes() -> None:
@@ -154,19 +162,120 @@ def test_files_written_are_checksummed_before_the_commit_reads_them(tmp_path: Pa
             "done.bin": f"crc32:{zlib.crc32(b'done'):08x}", "later.bin": f"crc32:{zlib.crc32(b'later'):08x}"}
 
 
+# ---------------------------------------------------------------------------- torch.save's archives
+class _NoReads(Executor):
+    """A pool that fails any task: proves that a checksum read no data."""
+
+    @override
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        raise AssertionError(f"a task was submitted: {fn}")
+
+
+def _saved(path: Path) -> Path:
+    torch.save({"weights": torch.arange(300_000, dtype=torch.float32), "step": torch.tensor(7)}, path)
+    return path
+
+
+def _record_data(path: Path, suffix: str) -> tuple[int, int]:
+    """Where the data of the (first) record whose name ends with ``suffix`` lies in the archive."""
+    with zipfile.ZipFile(path) as archive:
+        info = next(info for info in archive.infolist() if info.filename.endswith(suffix))
+    header = path.read_bytes()[info.header_offset:info.header_offset + 30]
+    start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+    return start, start + info.compress_size
+
+
+def test_a_torch_save_archive_is_checksummed_from_its_directory_without_reading_its_data(tmp_path: Path) -> None:
+    path = _saved(tmp_path / "state.pt")
+    with _NoReads() as pool:
+        _stamp, pending = start_checksum(path, pool)
+        recorded = pending()
+    assert recorded == _expected_checksum(path)
+    assert recorded.startswith("zip-crc32:")
+    verify_checksums(tmp_path, {"state.pt": recorded})
+
+
+def _flip(data: bytearray, at: int) -> None:
+    data[at] ^= 0x10
+
+
+@pytest.mark.parametrize("damage", ["tensor data", "pickle", "directory", "extra field length", "unused header field",
+                                    "padding", "truncated", "appended"])
+def test_damage_anywhere_in_a_torch_save_archive_is_found(tmp_path: Path, damage: str) -> None:
+    path = _saved(tmp_path / "state.pt")
+    recorded = file_checksums(tmp_path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        directory = archive.start_dir
+        header = archive.getinfo(f"{archive.namelist()[0].split('/')[0]}/data/0").header_offset
+    if damage == "tensor data":
+        start, end = _record_data(path, "/data/0")
+        _flip(data, (start + end) // 2)
+    elif damage == "pickle":
+        _flip(data, _record_data(path, "/data.pkl")[0] + 3)
+    elif damage == "directory":
+        _flip(data, directory + 20)  # the first record's CRC-32 in the directory
+    elif damage == "extra field length":
+        _flip(data, header + 28)  # its data would be read from elsewhere
+    elif damage == "unused header field":
+        _flip(data, header + 22)  # the size in the local header (a load reads the directory's)
+    elif damage == "padding":
+        _flip(data, _record_data(path, "/data/0")[0] - 1)  # the alignment padding before the tensor's data
+    elif damage == "truncated":
+        del data[-1]
+    else:
+        data += b"\0"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="state.pt is corrupt"):
+        verify_checksums(tmp_path, recorded)
+
+
+def test_archives_without_record_crcs_and_other_zips_are_read_whole(tmp_path: Path) -> None:
+    torch.serialization.set_crc32_options(False)
+    try:
+        _saved(tmp_path / "no_crcs.pt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    with zipfile.ZipFile(tmp_path / "compressed.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.txt", "a" * 1000)
+    recorded = file_checksums(tmp_path)
+    assert recorded == {name: f"crc32:{zlib.crc32((tmp_path / name).read_bytes()):08x}"
+                        for name in ("no_crcs.pt", "compressed.zip")}
+
+
 # ---------------------------------------------------------------------------- in a save
 class _Counting:
-    """Records each file ``start_crc32`` reads, and whether pta's own state file was written by then."""
+    """Records each file a checksum starts for, whether pta's own state file was written by then, and
+    which files are read whole (``start_crc32``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.paths: list[tuple[str, bool]] = []
-        original = checksums.start_crc32
+        self.read_whole: list[str] = []
+        started, read_whole = checksums.start_checksum, checksums.start_crc32
 
         def counting(path: Path, pool: Executor) -> tuple[checksums.Stamp, checksums.Pending]:
             self.paths.append((path.name, (path.parent / "pta_state_0.pt").exists()))
-            return original(path, pool)
+            return started(path, pool)
 
-        monkeypatch.setattr(checksums, "start_crc32", counting)
+        def reading(path: Path, pool: Executor) -> tuple[checksums.Stamp, checksums.Pending]:
+            self.read_whole.append(path.name)
+            return read_whole(path, pool)
+
+        monkeypatch.setattr(checksums, "start_checksum", counting)
+        monkeypatch.setattr(checksums, "start_crc32", reading)
+
+
+def _expected_checksum(path: Path) -> str:
+    """Computed here without pta: for a torch.save archive, the CRC-32 of all bytes outside its records'
+    data (whose own CRC-32s its directory holds); for any other file, the CRC-32 of the file."""
+    data = path.read_bytes()
+    if not data.startswith(b"PK\x03\x04"):
+        return f"crc32:{zlib.crc32(data):08x}"
+    outside, position = b"", 0
+    for start, end in sorted(_record_data(path, info.filename) for info in zipfile.ZipFile(path).infolist()):
+        outside += data[position:start]
+        position = end
+    return f"zip-crc32:{zlib.crc32(outside + data[position:]):08x}"
 
 
 def _trained() -> DefaultTrainer:
@@ -197,8 +306,9 @@ def test_a_save_reads_each_file_once_and_records_its_crc(
     assert sorted(name for name, _ in counting.paths) == sorted(Path(name).name for name in files)
     early = {name for name, own_state_written in counting.paths if not own_state_written}
     assert early == (set() if background else {"model.safetensors", "optimizer.bin", "random_states_0.pkl"})
+    assert counting.read_whole == ["model.safetensors"]  # torch.save's archives: their directories only
     for name in files:
-        assert meta["checksums"][name] == f"crc32:{zlib.crc32((tmp_path / 'state' / name).read_bytes()):08x}"
+        assert meta["checksums"][name] == _expected_checksum(tmp_path / "state" / name)
 
 
 def test_a_failed_save_leaves_no_flushing_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

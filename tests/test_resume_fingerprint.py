@@ -123,7 +123,7 @@ def test_states_saved_with_sha256_checksums_still_verify(state: Path) -> None:
     """Before CRC-32, training states recorded bare SHA-256 digests: they resume, and are still checked."""
     meta_path = state / "pta_meta.json"
     meta = json.loads(meta_path.read_text())
-    assert all(value.startswith("crc32:") for value in meta["checksums"].values())
+    assert all(value.startswith(("crc32:", "zip-crc32:")) for value in meta["checksums"].values())
     meta["checksums"] = {name: hashlib.sha256((state / name).read_bytes()).hexdigest() for name in meta["checksums"]}
     meta_path.write_text(json.dumps(meta))
     verify_checksums(state, meta["checksums"])
