@@ -17,6 +17,7 @@ reads no data torch has checksummed already.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import mmap
 import os
@@ -225,7 +226,14 @@ def _start_zip_check(path: Path, pool: Executor) -> Pending:
 
 
 def checksum_pool() -> ThreadPoolExecutor:
-    """zlib releases the GIL while it checksums, so each core can take a block."""
+    """This process's checksum threads (zlib releases the GIL while it checksums, so each core can take
+    a block). Started at the first use and kept, since starting threads takes milliseconds of a save
+    on a busy machine; a forked child gets its own (it inherits the parent's pool, not its threads)."""
+    return _pool_of(os.getpid())
+
+
+@functools.cache
+def _pool_of(_pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="pta-checksum")
 
 
@@ -264,8 +272,7 @@ def start_checksums(directory: Path, pool: Executor,
 
 def file_checksums(directory: Path) -> dict[str, str]:
     """CRC-32 of every file under ``directory`` but the metadata, by relative POSIX path."""
-    with checksum_pool() as pool:
-        return start_checksums(directory, pool)()
+    return start_checksums(directory, checksum_pool())()
 
 
 def _sha256(path: Path) -> str:
@@ -280,22 +287,22 @@ def _sha256(path: Path) -> str:
 def verify_checksums(directory: Path, recorded: Mapping[str, str]) -> None:
     """Raise :class:`CheckpointError` naming each file that is missing, truncated or altered."""
     problems: list[str] = []
-    with checksum_pool() as pool:
-        started: dict[Path, tuple[str, Pending]] = {}
-        for relative, expected in recorded.items():
-            path = directory / relative
-            if not path.is_file():
-                problems.append(f"{path} is missing")
-            elif expected.startswith("crc32:"):
-                started[path] = expected, start_crc32(path, pool)[1]
-            elif expected.startswith("zip-crc32:"):
-                started[path] = expected, _start_zip_check(path, pool)
-            else:
-                started[path] = expected, _ready(_sha256(path))
-        for path, (expected, result) in started.items():
-            if result() != expected:
-                problems.append(f"{path} is corrupt: its checksum differs from the one saved with it "
-                                f"(size now {path.stat().st_size} bytes)")
+    pool = checksum_pool()
+    started: dict[Path, tuple[str, Pending]] = {}
+    for relative, expected in recorded.items():
+        path = directory / relative
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif expected.startswith("crc32:"):
+            started[path] = expected, start_crc32(path, pool)[1]
+        elif expected.startswith("zip-crc32:"):
+            started[path] = expected, _start_zip_check(path, pool)
+        else:
+            started[path] = expected, _ready(_sha256(path))
+    for path, (expected, result) in started.items():
+        if result() != expected:
+            problems.append(f"{path} is corrupt: its checksum differs from the one saved with it "
+                            f"(size now {path.stat().st_size} bytes)")
     if problems:
         raise CheckpointError(f"training state {directory} is damaged:\n  - " + "\n  - ".join(problems))
 

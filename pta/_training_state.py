@@ -11,7 +11,6 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,7 +112,6 @@ class _Save:
         self.partial = partial_dir(target)
         self.needed = _bytes_needed(trainer)
         self.meta: dict[str, Any] = {}
-        self.pool: ThreadPoolExecutor | None = None  # checksums started before the commit
         self.early_checksums: dict[str, tuple[Stamp, Pending]] = {}
 
     def phase(self, action: Callable[[], None], *, main_only: bool = False) -> None:
@@ -129,8 +127,6 @@ class _Save:
             failed = bool(flags.max().item())
         if not failed:
             return
-        if self.pool is not None:
-            self.pool.shutdown()
         # the cause first: free space is measured while the partial output still fills the disk
         cause = _cause(error, self.target.parent, self.needed) if error else "another process failed to write its part"
         if self.acc.is_main_process and self.partial.exists():
@@ -154,8 +150,7 @@ class _Save:
         # leaves the writer alone.
         behind = None
         if commit_next and self.acc.is_main_process:
-            self.pool = checksum_pool()
-            behind = WriteBehind(self.partial, self.pool)
+            behind = WriteBehind(self.partial, checksum_pool())
         try:
             self.acc.save_state(self.partial)
             if behind is not None and self.acc.num_processes == 1:  # no other process writes there
@@ -185,10 +180,9 @@ class _Save:
     def commit(self) -> None:
         """Make the written files durable and the state visible; reads only the files and ``meta``."""
         # Checksumming and flushing the same files overlap: zlib and fsync both release the GIL.
-        with self.pool or checksum_pool() as pool:
-            checksums = start_checksums(self.partial, pool, self.early_checksums)
-            fsync_tree(self.partial)
-            write_meta(self.partial, {**self.meta, "checksums": checksums()})
+        checksums = start_checksums(self.partial, checksum_pool(), self.early_checksums)
+        fsync_tree(self.partial)
+        write_meta(self.partial, {**self.meta, "checksums": checksums()})
         commit_dir(self.partial, self.target)
 
 

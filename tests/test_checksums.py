@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import threading
 import time
 import zipfile
@@ -161,6 +162,21 @@ def test_files_written_are_checksummed_before_the_commit_reads_them(tmp_path: Pa
         assert start_checksums(tmp_path, pool, behind.early)() == {
             "done.bin": f"crc32:{zlib.crc32(b'done'):08x}", "later.bin": f"crc32:{zlib.crc32(b'later'):08x}"}
 
+
+
+def test_one_pool_serves_every_save_and_a_forked_child_gets_its_own(tmp_path: Path) -> None:
+    """Threads are started once per process; a child forked after they started (a dataloader worker,
+    say) inherits the pool but not its threads, and must not wait for them forever."""
+    (tmp_path / "data.bin").write_bytes(b"x" * (3 * 1024))
+    expected = {"data.bin": f"crc32:{zlib.crc32(b'x' * (3 * 1024)):08x}"}
+    assert file_checksums(tmp_path) == expected
+    assert checksums.checksum_pool() is checksums.checksum_pool()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's exit status is the result
+        signal.alarm(20)  # a hang ends the child, and so fails the test
+        os._exit(0 if file_checksums(tmp_path) == expected else 1)
+    _pid, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 # ---------------------------------------------------------------------------- torch.save's archives
 class _NoReads(Executor):
