@@ -246,6 +246,17 @@ def test_damage_anywhere_in_a_torch_save_archive_is_found(tmp_path: Path, damage
         verify_checksums(tmp_path, recorded)
 
 
+def test_archives_recorded_with_a_crc32_of_their_bytes_still_verify(tmp_path: Path) -> None:
+    """States saved before zip-crc32 recorded a CRC-32 of the whole archive: they resume, and are still checked."""
+    path = _saved(tmp_path / "state.pt")
+    recorded = {"state.pt": f"crc32:{zlib.crc32(path.read_bytes()):08x}"}
+    verify_checksums(tmp_path, recorded)
+    data = bytearray(path.read_bytes())
+    _flip(data, len(data) // 2)
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="state.pt is corrupt"):
+        verify_checksums(tmp_path, recorded)
+
 def test_archives_without_record_crcs_and_other_zips_are_read_whole(tmp_path: Path) -> None:
     torch.serialization.set_crc32_options(False)
     try:
