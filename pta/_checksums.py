@@ -162,7 +162,7 @@ def _zip_layout(handle: BinaryIO) -> Layout | None:
     try:
         with zipfile.ZipFile(handle) as archive:
             records, directory = archive.infolist(), int(archive.start_dir)  # undocumented, kept since Python 2
-    except (zipfile.BadZipFile, ValueError, EOFError):
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, struct.error):  # what a damaged one raises
         return None
     layout: Layout = []
     end = 0

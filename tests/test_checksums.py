@@ -246,6 +246,24 @@ def test_damage_anywhere_in_a_torch_save_archive_is_found(tmp_path: Path, damage
         verify_checksums(tmp_path, recorded)
 
 
+def test_every_truncation_and_flipped_byte_of_a_torch_save_archive_is_found(tmp_path: Path) -> None:
+    """Exhaustive over a small archive: no byte is outside the checksum or the records' CRC-32s, and a
+    damaged archive raises CheckpointError, never what the zip reader raises."""
+    path = tmp_path / "state.pt"
+    torch.save({"weights": torch.arange(10.0), "step": torch.tensor(3)}, path)
+    recorded = file_checksums(tmp_path)
+    original = path.read_bytes()
+    rng = random.Random(0)
+    damaged = [original[:length] for length in range(len(original))]
+    damaged += [original[:at] + bytes([original[at] ^ 0x10]) + original[at + 1:] for at in range(len(original))]
+    damaged += [bytes(rng.randrange(256) if rng.random() < 0.01 else byte for byte in original) for _ in range(100)]
+    for data in damaged:
+        if data == original:
+            continue
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError, match="state.pt is corrupt"):
+            verify_checksums(tmp_path, recorded)
+
 def test_archives_recorded_with_a_crc32_of_their_bytes_still_verify(tmp_path: Path) -> None:
     """States saved before zip-crc32 recorded a CRC-32 of the whole archive: they resume, and are still checked."""
     path = _saved(tmp_path / "state.pt")
