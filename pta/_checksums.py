@@ -10,8 +10,8 @@ A file ``torch.save`` wrote (the optimizer's state, pta's own) is a zip archive 
 directory already holds the CRC-32 of each record's data, computed by torch as it wrote them. Its
 checksum (``zip-crc32:``) is the CRC-32 of every byte but the records' data (headers, padding, the
 directory: a few kilobytes); a resume checks those bytes against it and each record's data against
-the CRC-32 in the directory. Every byte is covered, as by a CRC-32 of the whole file, and the save
-reads no data torch has checksummed already.
+the CRC-32 in the directory. Every byte is covered by one or the other, and the save reads no data
+torch has checksummed already.
 """
 
 from __future__ import annotations
@@ -82,8 +82,17 @@ Blocks = list[tuple[int, Future[int]]]
 
 
 def _start_blocks(view: mmap.mmap, start: int, end: int, pool: Executor) -> Blocks:
-    return [(min(_BLOCK, end - first), pool.submit(_crc32_of_range, view, first, min(first + _BLOCK, end)))
+    return [(min(_BLOCK, end - first), _submit(pool, view, first, min(first + _BLOCK, end)))
             for first in range(start, end, _BLOCK)]
+
+
+def _submit(pool: Executor, view: mmap.mmap, start: int, end: int) -> Future[int]:
+    try:
+        return pool.submit(_crc32_of_range, view, start, end)
+    except RuntimeError:  # the interpreter is exiting and its pools take no work: a commit it waits for goes on
+        done: Future[int] = Future()
+        done.set_result(_crc32_of_range(view, start, end))
+        return done
 
 
 def _combined(blocks: Blocks) -> int:
@@ -167,7 +176,9 @@ def _zip_layout(handle: BinaryIO) -> Layout | None:
     layout: Layout = []
     end = 0
     for info in sorted(records, key=lambda info: info.header_offset):
-        if info.compress_type != zipfile.ZIP_STORED or (info.CRC == 0 and info.file_size) or info.header_offset < end:
+        if (info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size
+                or (info.CRC == 0 and info.file_size)
+                or not end <= info.header_offset <= directory - _LOCAL_HEADER.size):  # a damaged offset points anywhere
             return None
         header = _read(handle, info.header_offset, info.header_offset + _LOCAL_HEADER.size)
         if len(header) < _LOCAL_HEADER.size:
@@ -204,7 +215,7 @@ def zip_checksum(handle: BinaryIO) -> str | None:
 
 def _start_zip_check(path: Path, pool: Executor) -> Pending:
     """Recompute a ``zip-crc32:`` checksum: :func:`zip_checksum` if every record's data still has the
-    CRC-32 the directory holds, else a value no archive has, naming the first record that differs."""
+    CRC-32 the directory holds, else a value no archive has."""
     with path.open("rb") as handle:
         layout = _zip_layout(handle)
         if layout is None:
@@ -217,24 +228,24 @@ def _start_zip_check(path: Path, pool: Executor) -> Pending:
 
     def result() -> str:
         try:
-            damaged = [info.filename for info, blocks in checks if _combined(blocks) != info.CRC]
-            return f"zip-crc32:record {damaged[0]} damaged" if damaged else checksum
+            intact = all(_combined(blocks) == info.CRC for info, blocks in checks)
+            return checksum if intact else "zip-crc32:a record's data differs from its CRC-32"
         finally:
             _close_when_done(view, [block for _info, blocks in checks for block in blocks])
 
     return result
 
 
+@functools.cache
 def checksum_pool() -> ThreadPoolExecutor:
     """This process's checksum threads (zlib releases the GIL while it checksums, so each core can take
     a block). Started at the first use and kept, since starting threads takes milliseconds of a save
-    on a busy machine; a forked child gets its own (it inherits the parent's pool, not its threads)."""
-    return _pool_of(os.getpid())
-
-
-@functools.cache
-def _pool_of(_pid: int) -> ThreadPoolExecutor:
+    on a busy machine."""
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="pta-checksum")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child inherits the pool but not its threads: it makes its own
+    os.register_at_fork(after_in_child=checksum_pool.cache_clear)
 
 
 def _files(directory: Path) -> Iterator[tuple[str, Path]]:

@@ -3,6 +3,9 @@ and the same guarantees hold (docs/training_state.md, "Saving in the background"
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -214,6 +217,33 @@ def test_a_failed_commit_nobody_waited_for_is_reported_at_exit(
     assert "orphan could not be committed" in capsys.readouterr().err
     trainer._pending_commit = None
 
+
+_EXITS_WHILE_COMMITTING = """
+import sys, time
+sys.path.insert(0, {root!r})
+import pta._training_state as training_state
+from tests.test_resume_commit import _train
+
+checksums = training_state.start_checksums
+def late(*args, **kwargs):  # the main thread has ended by then: the interpreter is exiting
+    time.sleep(0.5)
+    return checksums(*args, **kwargs)
+training_state.start_checksums = late
+_train([], 2).save_training_state_in_background({target!r})
+"""
+
+
+def test_a_script_that_ends_during_a_commit_still_commits(tmp_path: Path) -> None:
+    """The interpreter waits for the commit thread, but its thread pools take no new work by then:
+    the commit checksums in its own thread instead of failing."""
+    root = str(Path(__file__).resolve().parents[1])
+    target = tmp_path / "last"
+    script = _EXITS_WHILE_COMMITTING.format(root=root, target=str(target))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "could not be committed" not in done.stderr
+    assert read_meta(target)["checksums"]
 
 def test_wait_for_save_raises_on_failure_and_is_a_no_op_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = _train([], 2)

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import struct
 import threading
 import time
 import zipfile
@@ -263,6 +264,34 @@ def test_every_truncation_and_flipped_byte_of_a_torch_save_archive_is_found(tmp_
         path.write_bytes(data)
         with pytest.raises(CheckpointError, match="state.pt is corrupt"):
             verify_checksums(tmp_path, recorded)
+
+def _with_zip64_offset(data: bytes, offset: int) -> bytes:
+    """The archive with its first record's place given in a zip64 field (as torch writes past 4 GB)."""
+    archive = bytearray(data)
+    entry = archive.find(b"PK\x01\x02")
+    name_length, extra_length = struct.unpack_from("<HH", archive, entry + 28)
+    struct.pack_into("<H", archive, entry + 30, extra_length + 12)
+    struct.pack_into("<I", archive, entry + 42, 0xFFFFFFFF)  # "in the zip64 field"
+    archive[entry + 46 + name_length:entry + 46 + name_length] = struct.pack("<HHQ", 1, 8, offset)
+    end = archive.rfind(b"PK\x05\x06")  # the directory grew by those 12 bytes
+    if struct.unpack_from("<I", archive, end + 12)[0] != 0xFFFFFFFF:
+        struct.pack_into("<I", archive, end + 12, struct.unpack_from("<I", archive, end + 12)[0] + 12)
+    if (zip64_end := archive.rfind(b"PK\x06\x06")) >= 0:
+        struct.pack_into("<Q", archive, zip64_end + 40, struct.unpack_from("<Q", archive, zip64_end + 40)[0] + 12)
+    return bytes(archive)
+
+
+@pytest.mark.parametrize("offset", [0, 2**62, 2**63 - 1, 2**64 - 1])
+def test_a_record_placed_anywhere_is_damage_not_a_crash(tmp_path: Path, offset: int) -> None:
+    """A flipped bit in a 64-bit record offset points far past the file: the archive is corrupt."""
+    path = tmp_path / "state.pt"
+    torch.save({"weights": torch.arange(4.0)}, path)
+    recorded = file_checksums(tmp_path)
+    path.write_bytes(_with_zip64_offset(path.read_bytes(), offset))
+    if offset == 0:  # the true place, in the other field: still a valid archive, with other bytes
+        assert file_checksums(tmp_path)["state.pt"].startswith("zip-crc32:")
+    with pytest.raises(CheckpointError, match="state.pt is corrupt"):
+        verify_checksums(tmp_path, recorded)
 
 def test_archives_recorded_with_a_crc32_of_their_bytes_still_verify(tmp_path: Path) -> None:
     """States saved before zip-crc32 recorded a CRC-32 of the whole archive: they resume, and are still checked."""
