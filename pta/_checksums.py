@@ -120,28 +120,29 @@ def _stamp(status: os.stat_result) -> Stamp:
 
 
 def start_checksum(path: Path, pool: Executor) -> tuple[Stamp, Pending]:
-    """Start the checksum of a complete file on ``pool``: a zip archive's with CRC-32s of all its
-    records from its directory (:func:`zip_checksum`), any other's with :func:`start_crc32`. Return
-    the file's stamp as read, and the checksum pending."""
+    """Start the checksum of a complete file on ``pool``: a zip archive's from the CRC-32s in its
+    directory (:func:`zip_checksum`), any other's a CRC-32 of its bytes. Return the file's stamp as
+    read, and the checksum pending."""
     with path.open("rb") as handle:
         status = os.fstat(handle.fileno())
         checksum = zip_checksum(handle)
-    if checksum is not None:
-        return _stamp(status), _ready(checksum)
-    return start_crc32(path, pool)
+        return _stamp(status), _ready(checksum) if checksum is not None else _start_crc32_of(handle, pool)
 
 
 def start_crc32(path: Path, pool: Executor) -> tuple[Stamp, Pending]:
     """Start the CRC-32 of ``path`` in blocks on ``pool``; return the file's stamp as read, and the
-    checksum pending. Map only complete files: the map cannot follow a file that shrinks.
-
-    A read-only map lets zlib read the pages in place, without copying them into Python objects."""
+    checksum pending."""
     with path.open("rb") as handle:
-        status = os.fstat(handle.fileno())
-        size = status.st_size
-        if size == 0:
-            return _stamp(status), _ready(f"crc32:{0:08x}")
-        view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return _stamp(os.fstat(handle.fileno())), _start_crc32_of(handle, pool)
+
+
+def _start_crc32_of(handle: BinaryIO, pool: Executor) -> Pending:
+    """The CRC-32 of an open, complete file (a map cannot follow a file that shrinks). A read-only map
+    lets zlib read the pages in place, without copying them into Python objects; it outlives the handle."""
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        return _ready(f"crc32:{0:08x}")
+    view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     blocks = _start_blocks(view, 0, size, pool)
 
     def result() -> str:
@@ -150,7 +151,7 @@ def start_crc32(path: Path, pool: Executor) -> tuple[Stamp, Pending]:
         finally:
             _close_when_done(view, blocks)
 
-    return _stamp(status), result
+    return result
 
 
 # ---------------------------------------------------------------------------- zip archives (torch.save)

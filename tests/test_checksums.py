@@ -21,6 +21,8 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
+from typing import BinaryIO
+
 from typing_extensions import ParamSpec, TypeVar, override
 
 import pta._checksums as checksums
@@ -320,23 +322,23 @@ def test_archives_without_record_crcs_and_other_zips_are_read_whole(tmp_path: Pa
 # ---------------------------------------------------------------------------- in a save
 class _Counting:
     """Records each file a checksum starts for, whether pta's own state file was written by then, and
-    which files are read whole (``start_crc32``)."""
+    which files are read whole (a CRC-32 of all their bytes)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.paths: list[tuple[str, bool]] = []
         self.read_whole: list[str] = []
-        started, read_whole = checksums.start_checksum, checksums.start_crc32
+        started, read_whole = checksums.start_checksum, checksums._start_crc32_of
 
         def counting(path: Path, pool: Executor) -> tuple[checksums.Stamp, checksums.Pending]:
             self.paths.append((path.name, (path.parent / "pta_state_0.pt").exists()))
             return started(path, pool)
 
-        def reading(path: Path, pool: Executor) -> tuple[checksums.Stamp, checksums.Pending]:
-            self.read_whole.append(path.name)
-            return read_whole(path, pool)
+        def reading(handle: BinaryIO, pool: Executor) -> checksums.Pending:
+            self.read_whole.append(Path(handle.name).name)
+            return read_whole(handle, pool)
 
         monkeypatch.setattr(checksums, "start_checksum", counting)
-        monkeypatch.setattr(checksums, "start_crc32", reading)
+        monkeypatch.setattr(checksums, "_start_crc32_of", reading)
 
 
 def _expected_checksum(path: Path) -> str:
