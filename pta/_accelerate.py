@@ -35,21 +35,9 @@ from torch.utils.data import BatchSampler, DataLoader
 from pta._data import SkipSampler, on_cpu
 from pta._elastic import init_elastic_cpu_group
 from pta._files import chmod_tree_like_open
-from pta._launch_checks import (
-    LaunchError,
-    check_sharding_plugins,
-    check_world_size,
-    fill_launch_defaults,
-    has_accelerator_device,
-    launched_world_size,
-)
-from pta._tracker_group import (
-    TRACKER_PACKAGES,
-    ExperimentTracker,
-    TrackerConfigValue,
-    TrackerGroup,
-    TrackerSpec,
-)
+from pta._launch_checks import (LaunchError, check_sharding_plugins, check_world_size, fill_launch_defaults,
+                                has_accelerator_device, launched_world_size)
+from pta._tracker_group import TRACKER_PACKAGES, ExperimentTracker, TrackerConfigValue, TrackerGroup, TrackerSpec
 from pta._tracker_routing import route_tracker_output
 from pta._types import AcceleratorKwargs
 
@@ -222,6 +210,20 @@ class AcceleratorAdapter:
             optimizer.zero_grad()
         else:
             direct[1].zero_grad(set_to_none=True)  # what AcceleratedOptimizer.zero_grad() passes
+
+    def update(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
+        """``backward``, ``optimizer_step`` and ``zero_grad`` in one call (a step of default hooks)."""
+        direct = self._direct
+        if direct is None or optimizer is not direct[0] or not direct[2] or not self._gradient_state.sync_gradients:
+            self.backward(loss)
+            self.optimizer_step(optimizer)
+            self.zero_grad(optimizer)
+            return
+        torch.autograd.backward(loss)
+        inner = direct[1]
+        inner.step()
+        optimizer._opt_called = True  # type: ignore[attr-defined]  # as in optimizer_step
+        inner.zero_grad(set_to_none=True)
 
     def autocast(self) -> AbstractContextManager[None]:
         return cast(AbstractContextManager[None], self.accelerator.autocast())

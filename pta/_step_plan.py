@@ -6,12 +6,14 @@ were most of pta's cost over a hand-written loop. As Lightning skips the hooks a
 override, the loop skips a per-step hook when every class that defines it is one of pta's, and pta's
 code does nothing for this run's configuration (no accumulation, no mixed precision, no clipping, no
 scheduler, no loss scaler). A hook that a user's class (or instance) defines anywhere is always called.
-The plan is made at the start of every epoch, from what cannot change within one.
+When every hook of a step is skipped or pta's default, the loop makes the defaults' calls in one
+frame instead (``default_update``). The plan is made at the start of every epoch, from what cannot
+change within one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,9 +38,13 @@ class StepPlan:
     before_optimizer_step: bool = True
     optimizer_step_was_skipped: bool = True
     scheduler_step: bool = True
+    default_update: bool = False
+    """The flags above are all ``False`` and the step's other hooks (``DEFAULT_UPDATE_HOOKS``) are pta's
+    defaults: the loop calls ``TrainerStep._default_update``, which makes their calls in one frame."""
 
 
 CALL_EVERY_HOOK = StepPlan()
+DEFAULT_UPDATE_HOOKS = ("calculate_train_batch_loss", "backward_step", "optimizer_step", "optimizer_zero_grad")
 
 
 def plan_steps(trainer: TrainerHooks[Any]) -> StepPlan:
@@ -55,7 +61,7 @@ def plan_steps(trainer: TrainerHooks[Any]) -> StepPlan:
         return not (idle and only_defined_by(trainer, hook, owners))
 
     amp, accumulation = (AMPMixin, TrainerHooks), (GradAccumMixin, TrainerHooks)
-    return StepPlan(
+    plan = StepPlan(
         forward_context=needed("forward_context", amp, accelerator.mixed_precision == "no"),
         train_step_context=needed("train_step_context", accumulation, not accumulating),
         is_update_step=needed("is_update_step", accumulation, not accumulating),
@@ -65,3 +71,5 @@ def plan_steps(trainer: TrainerHooks[Any]) -> StepPlan:
         scheduler_step=needed("scheduler_step", (TrainerHooks,),
                               trainer._scheduler_or_none() is None),  # pyright: ignore[reportPrivateUsage]  # SchedulerMixin's run scheduler
     )
+    defaults = all(only_defined_by(trainer, hook, (TrainerHooks,)) for hook in DEFAULT_UPDATE_HOOKS)
+    return replace(plan, default_update=True) if defaults and not any(astuple(plan)) else plan

@@ -26,10 +26,10 @@ from pta._epoch_batches import epoch_batches
 from pta._fingerprint import check_allowed_changes
 from pta._run_setup import build_run_config
 from pta._step_plan import plan_steps
-from pta._types import BatchOutput, BatchT, DatasetLike
+from pta._types import BatchT, DatasetLike
 from pta.callbacks.base import EventName, StopTrainingError
 from pta._composition import HookChainError, HookNameError
-from pta._trainer_checkpoints import TrainerCheckpoints
+from pta._trainer_step import TrainerStep
 from pta.interrupt import catch_interrupts
 from pta.protocols import SchedulerFactory
 from pta.run_config import TrainerRunConfig
@@ -38,7 +38,7 @@ from pta.state import read_meta, resolve_state_dir, restore_rng, sampler_generat
 __all__ = ["HookChainError", "HookNameError", "TrainerBase"]
 
 
-class TrainerBase(TrainerCheckpoints[BatchT]):
+class TrainerBase(TrainerStep[BatchT]):
     """The loop over epochs and steps; see ``TrainerHooks`` for the state and hooks it calls and
     ``TrainerCheckpoints`` for checkpoints and training states."""
 
@@ -326,20 +326,11 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self._resume = None
         for step, batch in batches:
             handler.call_event("on_train_step_start", self)
-            is_update = self.is_update_step(step, num_batches) if plan.is_update_step else True
-            if plan.train_step_context:
-                with self.train_step_context(is_update):
-                    batch_output = self._forward_backward(batch)
+            if plan.default_update:
+                batch_output, is_update = self._default_update(batch), True
             else:
-                batch_output = self._forward_backward(batch)
+                batch_output, is_update = self._hooked_step(plan, step, num_batches, batch)
             if is_update:
-                if plan.before_optimizer_step:
-                    self.before_optimizer_step()
-                self.optimizer_step()
-                skipped = plan.optimizer_step_was_skipped and self.optimizer_step_was_skipped()
-                if plan.scheduler_step and not skipped:
-                    self.scheduler_step()
-                self.optimizer_zero_grad()
                 self._num_updates += 1
                 reached_max = limit is not None and self._num_updates >= limit
             self._batches_done = step + 1
@@ -358,12 +349,6 @@ class TrainerBase(TrainerCheckpoints[BatchT]):
         self._epoch_phase = "eval"
         self._agreed_event("on_train_epoch_end")
         return reached_max
-
-    def _forward_backward(self, batch: Any) -> BatchOutput:
-        batch_output, loss, size = self._batch_loss(self.calculate_train_batch_loss, batch)
-        self._train_loss.add(loss, size)
-        self.backward_step(self.scale_loss(loss, batch_output, size) if self._step_plan.scale_loss else loss)
-        return batch_output
 
     def _run_eval_epoch(self, dataloader: Iterable[Any], *, metric_name: str, is_intermediate: bool = False) -> None:
         handler = self.callback_handler

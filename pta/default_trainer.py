@@ -48,7 +48,7 @@ class DefaultTrainer(
     both default to ``Any``.
 
     MRO: DefaultTrainer, AMPMixin, GradAccumMixin, DistributedEvalMixin, SchedulerMixin,
-    DevicePlacementMixin, TrainerBase, TrainerCheckpoints, TrainerHooks, Generic, object.
+    DevicePlacementMixin, TrainerBase, TrainerStep, TrainerCheckpoints, TrainerHooks, Generic, object.
     """
 
     default_callbacks = DEFAULT_CALLBACKS

@@ -87,7 +87,7 @@ class _Noop(TrainerCallback):
 def test_default_trainer_mro_is_pinned() -> None:
     assert [k.__name__ for k in DefaultTrainer.__mro__] == [
         "DefaultTrainer", "AMPMixin", "GradAccumMixin", "DistributedEvalMixin", "SchedulerMixin",
-        "DevicePlacementMixin", "TrainerBase", "TrainerCheckpoints", "TrainerHooks", "Generic", "object",
+        "DevicePlacementMixin", "TrainerBase", "TrainerStep", "TrainerCheckpoints", "TrainerHooks", "Generic", "object",
     ]
     assert pta.Trainer is DefaultTrainer
     # the docstring that lists the MRO says the same

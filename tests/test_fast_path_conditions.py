@@ -109,3 +109,6 @@ def test_a_zero_grad_without_set_to_none_gets_the_wrapper() -> None:
     adapter.optimizer_step(optimizer)
     adapter.zero_grad(optimizer)
     assert calls == ["inner", "wrapper"]  # the step still goes straight through
+    calls.clear()
+    adapter.update(torch.zeros((), requires_grad=True), optimizer)  # a default step: the same two calls
+    assert calls == ["inner", "wrapper"]
