@@ -1,0 +1,104 @@
+"""Per-step cost of each runner on a busy machine: median step times, runners alternating in one process.
+
+    OMP_NUM_THREADS=1 python benchmarks/step_medians.py                      # overhead workload, 30 rounds
+    OMP_NUM_THREADS=1 python benchmarks/step_medians.py --runners plain,pta --rounds 60 --samples 2048
+
+``overhead.py`` times whole runs in fresh processes, as a user sees them; on a shared 2-core VM their
+ratios swing by tens of percent, because the machine's speed changes between runs and within one.
+Here every runner trains one epoch at a time in this process, in a new random order each round; a
+forward pre-hook on the model stamps every step, and a run's figure is the *median* time between two
+steps, which ignores the steps an interruption slowed. Each round compares its runs with the plain
+loop's (paired differences in µs per step, and how many rounds the runner was the slower one).
+The hook costs every runner the same; setup and the first step are not counted. Runners and workload
+are those of ``overhead.py`` (``runners.py``, ``_work.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
+from runners import CALLBACK_SPECS, runners  # noqa: E402
+
+DEFAULT_RUNNERS = "plain,pta-bare,pta,pta-defaults"
+
+
+def _stamping_models(stamps: list[float]) -> None:
+    """Every model a runner builds (``Work.model``) appends the time to ``stamps`` when it is called."""
+    build = Work.model
+
+    def stamp(module: nn.Module, args: tuple[object, ...]) -> None:
+        stamps.append(time.perf_counter())
+
+    def model(self: Work) -> nn.Module:
+        module = build(self)
+        module.register_forward_pre_hook(stamp)
+        return module
+
+    Work.model = model  # type: ignore[method-assign]  # benchmark instrumentation
+
+
+def _median_step(stamps: list[float]) -> float:
+    return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runners", default=DEFAULT_RUNNERS)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--samples", type=int, help="samples per epoch (default: the workload's)")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="overhead")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from pta import reset_accelerate_state
+
+    work = Work(**WORKLOADS[args.workload], device="cpu", precision="no").with_overrides(
+        {"epochs": "1", **({"samples": str(args.samples)} if args.samples else {})})
+    table = runners(CALLBACK_SPECS)
+    names = ["plain", *[name for name in args.runners.split(",") if name and name != "plain"]]
+    stamps: list[float] = []
+    _stamping_models(stamps)
+
+    def run(name: str) -> float:
+        stamps.clear()
+        reset_accelerate_state()  # as a fresh process would start
+        function: Callable[[Work, Callable[[], None], dict[str, str]], Any] = table[name][0]
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            function(work, lambda: None, {})
+        return _median_step(stamps)
+
+    results: dict[str, list[float]] = {name: [] for name in names}
+    rng = random.Random(args.seed)
+    for index in range(args.rounds):
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
+            results[name].append(run(name))
+        print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
+    plain = results["plain"]
+    print(f"\nworkload={args.workload} samples={work.samples} steps/run={work.steps} rounds={args.rounds} "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
+    print("| runner | median µs/step | µs/step over plain (median of rounds) | ratio to plain | rounds slower than plain |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        times = results[name]
+        diffs = [(t - p) * 1e6 for t, p in zip(times, plain, strict=True)]
+        ratios = [t / p for t, p in zip(times, plain, strict=True)]
+        print(f"| {name} | {statistics.median(times) * 1e6:.1f} | {statistics.median(diffs):+.1f} | "
+              f"{statistics.median(ratios):.3f} | {sum(d > 0 for d in diffs)}/{len(diffs)} |")
+
+
+if __name__ == "__main__":
+    main()
