@@ -90,7 +90,8 @@ def main() -> None:
     plain = results["plain"]
     print(f"\nworkload={args.workload} samples={work.samples} steps/run={work.steps} rounds={args.rounds} "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
-    print("| runner | median µs/step | µs/step over plain (median of rounds) | ratio to plain | rounds slower than plain |")
+    print("| runner | median µs/step | µs/step over plain (median of rounds) | ratio to plain "
+          "| rounds slower than plain |")
     print("|---|---|---|---|---|")
     for name in names:
         times = results[name]

@@ -63,7 +63,8 @@ def _one_edit_apart(a: str, b: str) -> bool:
 
 
 LOOP_MODULES = ("pta.hooks", "pta._trainer_checkpoints", "pta._trainer_step", "pta.base")
-"""Where ``TrainerHooks``, ``TrainerCheckpoints``, ``TrainerStep`` and ``TrainerBase`` live: the defaults every chain ends in."""
+"""Where ``TrainerHooks``, ``TrainerCheckpoints``, ``TrainerStep`` and ``TrainerBase`` live: the defaults every
+chain ends in."""
 
 
 def check_requires(trainer: object) -> None:

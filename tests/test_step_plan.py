@@ -176,11 +176,15 @@ def test_the_step_context_gets_the_update_flag_and_a_skipped_update_does_not_ste
 
 
 # ---------------------------------------------------------------------------- the default update
+Seen = list[tuple[Tensor, Tensor, object, Tensor]]
+"""Per step: the loss, the model outputs, the batch size and the running loss sum after the step."""
+
+
 class StepOutputs(TrainerCallback):
     """Keeps what every step-end event receives, and the running loss sum at each step."""
 
     def __init__(self) -> None:
-        self.seen: list[tuple[Tensor, Tensor, object, Tensor]] = []
+        self.seen: Seen = []
 
     @override
     def on_train_step_end(self, trainer: TrainerLike, batch_output: BatchOutput, **kwargs: Any) -> None:
@@ -191,7 +195,7 @@ class StepOutputs(TrainerCallback):
                           meter.total.clone()))
 
 
-def _run_recorded(trainer: DefaultTrainer, hooked: bool) -> tuple[list[Tensor], list[tuple[Tensor, Tensor, object, Tensor]], float]:
+def _run_recorded(trainer: DefaultTrainer, hooked: bool) -> tuple[list[Tensor], Seen, float]:
     if hooked:  # an instance attribute that only forwards: the loop goes hook by hook
         trainer.optimizer_zero_grad = trainer.optimizer_zero_grad  # type: ignore[method-assign]  # test instrumentation
     recorder = StepOutputs()
