@@ -219,7 +219,7 @@ class AcceleratorAdapter:
             self.optimizer_step(optimizer)
             self.zero_grad(optimizer)
             return
-        torch.autograd.backward(loss)
+        loss.backward()  # as backward() calls it (a tensor subclass's __torch_function__ sees it)
         inner = direct[1]
         inner.step()
         optimizer._opt_called = True  # type: ignore[attr-defined]  # as in optimizer_step

@@ -71,5 +71,7 @@ def plan_steps(trainer: TrainerHooks[Any]) -> StepPlan:
         scheduler_step=needed("scheduler_step", (TrainerHooks,),
                               trainer._scheduler_or_none() is None),  # pyright: ignore[reportPrivateUsage]  # SchedulerMixin's run scheduler
     )
+    if any(astuple(plan)):
+        return plan
     defaults = all(only_defined_by(trainer, hook, (TrainerHooks,)) for hook in DEFAULT_UPDATE_HOOKS)
-    return replace(plan, default_update=True) if defaults and not any(astuple(plan)) else plan
+    return replace(plan, default_update=defaults)

@@ -68,7 +68,7 @@ def direct_optimizer(adapter: Any, optimizer: torch.optim.Optimizer) -> torch.op
     """The optimizer ``adapter.optimizer_step`` and ``adapter.zero_grad`` call directly instead of
     ``optimizer`` (Accelerate's wrapper), or ``None`` when they call the wrapper; observed with both
     methods of both objects replaced by recorders, so nothing is stepped or zeroed. ``adapter.update``
-    must go the same way (its backward recorded too: autograd directly, or the adapter's ``backward``)."""
+    must go the same way (its backward recorded too: ``loss.backward()`` directly, or the adapter's ``backward``)."""
     inner: torch.optim.Optimizer | None = getattr(optimizer, "optimizer", None)
     calls: list[str] = []
 
@@ -86,7 +86,7 @@ def direct_optimizer(adapter: Any, optimizer: torch.optim.Optimizer) -> torch.op
         separate = calls[:]
         calls.clear()  # update(), the three calls of a default step in one, must decide the same way:
         patches.enter_context(mock.patch.object(adapter, "backward", recorder("wrapper")))
-        patches.enter_context(mock.patch("torch.autograd.backward", recorder("inner")))
+        patches.enter_context(mock.patch.object(torch.Tensor, "backward", recorder("inner")))
         adapter.update(torch.zeros(()), optimizer)
     assert separate in (["wrapper", "wrapper"], ["inner", "inner"]), separate
     assert calls == [separate[0]] * 3, calls
