@@ -52,7 +52,7 @@ class TrainerStep(TrainerCheckpoints[BatchT]):
         loss: Any = batch_output["loss"]  # checked: a loss_func may return anything
         if not isinstance(loss, Tensor):  # the error _batch_loss gives
             check.check_batch_output("calculate_train_batch_loss", batch_output)
-        size: Any = batch_output.get("batch_size")  # the default's yb.size(0), an int
+        size: Any = batch_output.get("batch_size")  # the default's yb.shape[0], an int
         self._train_loss.add(loss, size)
         assert self.optimizer is not None
         self._accelerator.update(loss, self.optimizer)

@@ -344,13 +344,13 @@ class TrainerHooks(Generic[BatchT]):
         """Forward one training batch; the default treats the batch as ``(inputs, targets, ...)``."""
         xb, yb = inputs_and_targets(batch)
         outputs = self.model(xb)
-        return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.size(0)}
+        return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.shape[0]}
 
     def calculate_eval_batch_loss(self, batch: BatchT) -> BatchOutput:
         """Forward one evaluation batch (already under ``torch.no_grad``)."""
         xb, yb = inputs_and_targets(batch)
         outputs = self.model(xb)
-        return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.size(0)}
+        return {"loss": self._loss(outputs, yb), "model_outputs": outputs, "batch_size": yb.shape[0]}
 
     def _loss(self, outputs: Any, targets: Any) -> Tensor:
         loss_func = self.loss_func

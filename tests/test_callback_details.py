@@ -572,9 +572,11 @@ class NoLossMeter(BareTrainer):
     """A trainer without pta's running loss sums: the callback keeps a sum of its own. Records the devices
     of the tensors it gathers (``meta`` stands for an accelerator: collectives need tensors there)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, num_processes: int = 1) -> None:
         super().__init__()
         self.device = torch.device(device)
+        self.run_config = FakeConfig()
+        self.run_config.num_processes = num_processes  # more than one: the NaN check gathers its flag
         self.run_history = History()
         self.gathered: list[str] = []
 
@@ -598,7 +600,7 @@ def test_terminate_on_nan_keeps_its_own_sum_for_a_trainer_without_one() -> None:
 
 def test_terminate_on_nan_checks_an_epoch_without_steps_on_the_trainers_device() -> None:
     callback = TerminateOnNaNCallback()
-    trainer: Any = NoLossMeter("meta")
+    trainer: Any = NoLossMeter("meta", num_processes=2)
     callback.on_training_run_start(trainer)
     callback.on_train_epoch_start(trainer)
     callback.on_train_epoch_end(trainer)  # nothing summed: nothing to stop for

@@ -148,3 +148,23 @@ def test_large_finite_losses_do_not_overflow_the_running_sum() -> None:
     trainer = DefaultTrainer(model, huge, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[guard])
     trainer.train(regression_data(16), 1, eval_dataset=regression_data(8), per_device_batch_size=4)
     assert not guard.triggered and loss.calls == 6
+
+
+def test_one_process_checks_without_a_collective() -> None:
+    # A check's cost is paid every 50 steps: on one process it reads the running sum once (a collective's
+    # path is ~50x the instructions, docs/performance.md); with more processes the flag is gathered.
+    class CountingGathers(DefaultTrainer):
+        gathers = 0
+
+        @override
+        def gather(self, tensor: Tensor, padding_value: float | None = None) -> Tensor:
+            self.gathers += 1
+            return super().gather(tensor, padding_value)
+
+    model = linear_model()
+    guard = TerminateOnNaNCallback(check_every_n_steps=2)
+    trainer = CountingGathers(model, InfiniteLossAt(at=5, value=float("nan")),
+                              torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[guard])
+    with pytest.raises(NonFiniteLossError, match="at or before step 6"):
+        trainer.train(regression_data(32), 2, per_device_batch_size=4)
+    assert trainer.gathers == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,9 +24,10 @@ class TerminateOnNaNCallback(TrainerCallback):
     It reads the running loss sum the trainer already keeps on the device (a NaN or inf in any loss
     makes it non-finite), so a step costs no device operation; with a trainer that keeps no such sum
     each step adds the loss to a sum of its own. Every ``check_every_n_steps`` training steps and at
-    the end of every epoch the flag is combined across processes and read once. When it is set the run
-    stops through ``StopTrainingError`` and, after the run has closed normally, ``NonFiniteLossError``
-    is raised (unless ``raise_at_end=False``), so a script does not carry on with a broken model.
+    the end of every epoch the flag is combined across processes and read once (a single process reads
+    the sum itself). When it is set the run stops through ``StopTrainingError`` and, after the run has
+    closed normally, ``NonFiniteLossError`` is raised (unless ``raise_at_end=False``), so a script does
+    not carry on with a broken model.
     ``check_every_n_steps=1`` checks every step, at the cost of one host sync per step.
     """
 
@@ -55,8 +57,12 @@ class TerminateOnNaNCallback(TrainerCallback):
             total = self._meter.total  # left in place: the trainer records it at the epoch's end
         else:
             total, self._sum = self._sum, None
-        flag = torch.isfinite(total).logical_not() if total is not None else torch.zeros((), dtype=torch.bool, device=trainer.device)
-        if bool(trainer.gather(flag.to(torch.int32).reshape(1)).any().item()):
+        if trainer.run_config.num_processes == 1:  # one host read: the collective's path costs ~50x more
+            stop = total is not None and not math.isfinite(total.item())
+        else:  # every process takes part, with a loss or without
+            flag = torch.zeros((), dtype=torch.bool, device=trainer.device) if total is None else ~torch.isfinite(total)
+            stop = bool(trainer.gather(flag.to(torch.int32).reshape(1)).any().item())
+        if stop:
             self.triggered = True
             self._message = (
                 f"The {phase} loss became NaN or infinite in epoch {trainer.run_history.current_epoch} "
