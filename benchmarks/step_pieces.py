@@ -90,33 +90,19 @@ def pieces() -> dict[str, tuple[Call, Call | None]]:
     }
 
 
-PIECES: tuple[tuple[str, bool], ...] = (  # each piece, and whether the plain loop has code for its work
-    ("next batch", True),
-    ("forward and loss", True),
-    ("running loss sum", False),
-    ("forward, backward, step, zero_grad", True),
-    ("step events (start, end with the NaN check)", False),
-)
-
-
-def _names() -> list[str]:
-    """The codes counted, in order: the empty call, then each piece's pta and plain code."""
-    return ["empty", *[f"{name}/{kind}" for name, plain in PIECES for kind in ("pta", "plain")[:1 + plain]]]
-
-
 def _codes(table: dict[str, tuple[Call, Call | None]]) -> list[tuple[str, Call]]:
+    """Every code to count, in order: the empty call, then each piece's pta code and plain code."""
     codes: list[tuple[str, Call]] = [("empty", lambda: None)]
-    for name in _names()[1:]:
-        piece, kind = name.rsplit("/", 1)
-        code = table[piece][kind == "plain"]
-        assert code is not None, f"{piece}: PIECES lists plain code that pieces() does not give"
-        codes.append((name, code))
+    for name, (pta, plain) in table.items():
+        codes += [(f"{name}/pta", pta)] + ([(f"{name}/plain", plain)] if plain is not None else [])
     return codes
 
 
 def child(calls: int) -> None:
-    """Under callgrind: the calls of each code between two ``getppid``, its warm-up calls outside them."""
-    for _, code in _codes(pieces()):
+    """Under callgrind: the calls of each code between two ``getppid``, its warm-up calls outside them;
+    prints the codes' names, in that order, for the parent."""
+    for name, code in _codes(pieces()):
+        print(name, flush=True)
         for _ in range(5):
             code()
         os.getppid()
@@ -126,12 +112,12 @@ def child(calls: int) -> None:
 
 
 def instructions(calls: int) -> dict[str, float]:
-    names = _names()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        subprocess.run(["valgrind", "--tool=callgrind", "--cache-sim=no", "--dump-before=getppid",
-                        f"--callgrind-out-file={out}", sys.executable, __file__, "--child", "--calls", str(calls)],
-                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        done = subprocess.run(["valgrind", "--tool=callgrind", "--cache-sim=no", "--dump-before=getppid",
+                               f"--callgrind-out-file={out}", sys.executable, __file__, "--child", "--calls", str(calls)],
+                              check=True, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        names = done.stdout.splitlines()
         totals: list[float] = []
         for part in range(2, 2 * len(names) + 2, 2):  # parts 1, 3, ...: setup, warm-up calls
             match = re.search(r"^(?:summary|totals):\s*(\d+)", Path(f"{out}.{part}").read_text(), re.MULTILINE)
@@ -167,7 +153,7 @@ def main() -> None:
     unit = "instructions" if args.valgrind else "ns"
     print(f"| piece of a step | pta ({unit}/call) | plain loop | pta over plain |\n|---|---|---|---|")
     total = 0.0
-    for name, _ in PIECES:
+    for name in (key.removesuffix("/pta") for key in costs if key.endswith("/pta")):
         pta, plain = costs[f"{name}/pta"], costs.get(f"{name}/plain", 0.0)
         total += pta - plain
         print(f"| {name} | {pta:,.0f} | {plain:,.0f} | {pta - plain:+,.0f} |")
