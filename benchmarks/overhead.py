@@ -3,7 +3,9 @@
 Every measurement runs in a fresh process; runners are interleaved in a new random order each round
 and compared round by round (paired ratios), then summarised by medians with min-max. All runners
 see the same seeded model, data and data order, and the final weights of each are compared with the
-baseline's (``plain``). Children print to a pipe the parent drains, as a job's log would.
+baseline's (``plain``). Children print to a pipe the parent drains, as a job's log would. The line
+above the table says how idle the machine was: the CPU time the hypervisor took (steal) and what
+processes other than the benchmark used.
 
     OMP_NUM_THREADS=1 python benchmarks/overhead.py                       # (a) 1 CPU thread, 7 rounds
     OMP_NUM_THREADS=1 python benchmarks/overhead.py --processes 2         # (b) 2 processes (gloo) vs DDP
@@ -116,6 +118,33 @@ def _command(spec: str, args: argparse.Namespace, out: Path) -> list[str]:
             "--master_addr", "127.0.0.1", "--master_port", str(port), *script]
 
 
+CpuTimes = tuple[list[int], float]
+
+
+def cpu_times() -> CpuTimes | None:
+    """The machine's CPU time in clock ticks (user, nice, system, idle, iowait, irq, softirq, steal;
+    Linux) and this benchmark's own (this process and its finished children), or ``None`` where
+    /proc/stat is missing."""
+    try:
+        machine = [int(field) for field in Path("/proc/stat").read_text().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return machine, sum(u.ru_utime + u.ru_stime for u in usage) * os.sysconf("SC_CLK_TCK")
+
+
+def machine_use(before: CpuTimes | None, after: CpuTimes | None) -> str:
+    """How idle the machine was between two ``cpu_times``: what the hypervisor took (steal) and what
+    processes other than this benchmark used, in percent of all cores' time."""
+    if before is None or after is None:
+        return "machine use unknown (no /proc/stat)"
+    spent = [b - a for a, b in zip(before[0], after[0], strict=True)]
+    busy, total = sum(spent[:3]) + sum(spent[5:7]), sum(spent)
+    others = max(busy - (after[1] - before[1]), 0)
+    return (f"CPU steal {100 * spent[7] / total:.1f}%, other processes {100 * others / total:.1f}% "
+            "of all cores during the runs")
+
+
 def _launch(spec: str, args: argparse.Namespace, out: Path, cwd: Path) -> dict[str, float]:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
@@ -159,11 +188,13 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
     if not any(parse_runner(s)[0] == "plain" for s in specs):
         specs.insert(0, "plain")
     results: dict[str, list[dict[str, float]]] = {s: [] for s in specs}
+    cpu_before = cpu_times()
     with tempfile.TemporaryDirectory() as tmp:
         for index, order in _rounds(specs, args.rounds, args.seed):
             for spec in order:
                 results[spec].append(_launch(spec, args, Path(tmp) / f"{index}-{spec}.json", Path(tmp)))
             print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
+        machine = machine_use(cpu_before, cpu_times())
         weights = {s: [torch.load(Path(tmp) / f"{i}-{s}.pt") for i in range(args.rounds)] for s in specs}
     targets = {**(TARGETS_DISTRIBUTED if args.processes > 1 else TARGETS), **dict(
         (k, float(v)) for k, v in (t.split("=", 1) for t in args.target))}
@@ -189,7 +220,7 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
         })
     header = (f"workload={args.workload} device={args.device} precision={args.precision} processes={args.processes} "
               f"rounds={args.rounds} torch={torch.__version__} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
-    print(f"\n{header}\n")
+    print(f"\n{header}\n{machine}\n")
     print("| runner | µs/step | ratio to baseline (median, min-max) | fastest/fastest | setup in train() | peak RSS "
           "| max abs ΔW | target |")
     print("|---|---|---|---|---|---|---|---|")
@@ -200,7 +231,7 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
               f"{row['ratio_max']:.3f}){base} | {row['ratio_of_fastest']:.3f} | {row['setup_ms']:.1f} ms | "
               f"{row['peak_rss_mib']:.1f} MiB | "
               f"{row['max_abs_dw']:.3g}{'' if row['repeatable'] else ' (differs between rounds!)'} | {verdict} |")
-    summary = {"config": header, "rows": rows}
+    summary = {"config": header, "machine": machine, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return summary
