@@ -77,9 +77,13 @@ def pieces() -> dict[str, tuple[Call, Call | None]]:
         optimizer_step(inner)
         inner.zero_grad()
 
-    def events() -> None:
-        handler.call_event("on_train_step_start", trainer)
-        handler.call_event("on_train_step_end", trainer, batch_output=output, batch=batch, step=0)
+    table = handler.event_methods()
+
+    def events() -> None:  # as the loop calls them
+        for method in table["on_train_step_start"]:
+            method(trainer)
+        for method in table["on_train_step_end"]:
+            method(trainer, batch_output=output, batch=batch, step=0)
 
     return {
         "next batch": (lambda: next(pta_batches), plain_batch),

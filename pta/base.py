@@ -314,6 +314,7 @@ class TrainerBase(TrainerStep[BatchT]):
     def _run_train_epoch(self, resume: dict[str, Any] | None) -> bool:
         """One training epoch, or its rest after a resume; returns whether ``max_num_train_steps`` was reached."""
         dataloader, handler = self._train_dataloader, self.callback_handler
+        events = handler.event_methods()  # the step events' calls, made here as call_event makes them
         assert dataloader is not None
         self._call_chain("train_epoch_start", self.train_epoch_start)
         if resume is None:
@@ -325,7 +326,8 @@ class TrainerBase(TrainerStep[BatchT]):
         self._epoch_rng, batches = epoch_batches(dataloader, resume, self.train_dataset)
         self._resume = None
         for step, batch in batches:
-            handler.call_event("on_train_step_start", self)
+            for method in events["on_train_step_start"]:
+                method(self)
             if plan.default_update:
                 batch_output, is_update = self._default_update(batch), True
             else:
@@ -338,7 +340,8 @@ class TrainerBase(TrainerStep[BatchT]):
                 signum = self._agreed_event("on_train_step_end", step >= self._agreement.next_step,
                                             batch_output=batch_output, batch=batch, step=step)
             else:  # nothing to agree on: the event itself, as _agreed_event would call it
-                handler.call_event("on_train_step_end", self, batch_output=batch_output, batch=batch, step=step)
+                for method in events["on_train_step_end"]:
+                    method(self, batch_output=batch_output, batch=batch, step=step)
                 signum = self._interrupt.signum or 0
             if signum:
                 self._save_interrupted_state(signum)
@@ -352,17 +355,20 @@ class TrainerBase(TrainerStep[BatchT]):
 
     def _run_eval_epoch(self, dataloader: Iterable[Any], *, metric_name: str, is_intermediate: bool = False) -> None:
         handler = self.callback_handler
+        events = handler.event_methods()
         self._step_plan = plan_steps(self)
         self._call_chain("eval_epoch_start", self.eval_epoch_start)
         self._eval_loss.reset()
         handler.call_event("on_eval_epoch_start", self, is_intermediate=is_intermediate)
         with torch.no_grad():
             for batch in self.iterate_eval_batches(dataloader):
-                handler.call_event("on_eval_step_start", self)
+                for method in events["on_eval_step_start"]:
+                    method(self)
                 batch_output, loss, size = self._batch_loss(self.calculate_eval_batch_loss, batch)
                 if not self._eval_step_is_padding:
                     self._eval_loss.add(loss, size)
-                handler.call_event("on_eval_step_end", self, batch_output=batch_output, batch=batch)
+                for method in events["on_eval_step_end"]:
+                    method(self, batch_output=batch_output, batch=batch)
         self._eval_step_is_padding = False
         self.eval_epoch_end()
         self.run_history.update_metric(metric_name, self.reduce_epoch_loss(self._eval_loss))

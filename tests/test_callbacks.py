@@ -78,6 +78,93 @@ def test_dispatch_table_lists_only_overriding_callbacks() -> None:
     assert handler._dispatch["on_stop_training_error"] == [log.on_stop_training_error]
 
 
+def test_event_methods_follow_callbacks_added_and_removed_after_they_were_taken() -> None:
+    counter = StepCounter()
+    handler = CallbackHandler([counter])
+    table = handler.event_methods()  # what the training loop holds for an epoch
+    log = EventLog()
+    handler.add_callback(log)
+    assert list(table["on_train_step_end"]) == [counter.on_train_step_end, log.on_train_step_end]
+    handler.remove_callback(counter)
+    assert list(table["on_train_step_end"]) == [log.on_train_step_end]
+    handler.clear_callbacks()
+    assert list(table["on_train_step_end"]) == []
+
+
+class LateJoiner(TrainerCallback):
+    """Records the steps whose start and end events reach it."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+        self.ends: list[int] = []
+
+    @override
+    def on_train_step_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        self.starts += 1
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, *, step: int = -1, **kwargs: Any) -> None:
+        self.ends.append(step)
+
+
+def test_a_callback_added_or_removed_during_an_epoch_gets_step_events_from_the_next_step() -> None:
+    joiner = LateJoiner()
+
+    class Host(TrainerCallback):
+        handler: CallbackHandler
+
+        @override
+        def on_train_step_end(self, trainer: TrainerLike, *, step: int = -1, **kwargs: Any) -> None:
+            if step == 1:
+                self.handler.add_callback(joiner)
+            elif step == 4:
+                self.handler.remove_callback(joiner)
+
+    host = Host()
+    trainer = quiet_trainer(linear_model(), callbacks=[host])
+    host.handler = trainer.callback_handler
+    trainer.train(regression_data(32), 1, per_device_batch_size=4)  # steps 0-7
+    # Added during step 1's end event: from step 2 on. Removed during step 4's end event, whose calls
+    # were already under way (it still reaches the joiner, as call_event's would): to step 4.
+    assert joiner.ends == [2, 3, 4]
+    assert joiner.starts == 3
+
+
+class RecordingHandler(CallbackHandler):
+    """A handler whose ``call_event`` records each event before dispatching it."""
+
+    events: Counter[str]
+
+    @override
+    def call_event(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        self.events[event] += 1
+        super().call_event(event, *args, **kwargs)
+
+
+@pytest.mark.parametrize("replaced", ["subclass", "instance"])
+def test_a_replaced_call_event_gets_every_step_event(replaced: str) -> None:
+    counter = StepCounter()
+    trainer = quiet_trainer(linear_model(), callbacks=[counter])
+    events = Counter[str]()
+    if replaced == "subclass":
+        handler = RecordingHandler(trainer.callback_handler.callbacks)
+        handler.events = events
+        trainer.callback_handler = handler
+    else:
+        dispatch = trainer.callback_handler.call_event
+
+        def recording(event: str, /, *args: Any, **kwargs: Any) -> None:
+            events[event] += 1
+            dispatch(event, *args, **kwargs)
+
+        trainer.callback_handler.call_event = recording  # type: ignore[method-assign]  # what is under test
+    trainer.train(regression_data(16), 2, eval_dataset=regression_data(8), per_device_batch_size=4)
+    assert counter.steps == 8  # the events still reach the callbacks
+    for event, count in (("on_train_step_start", 8), ("on_train_step_end", 8), ("on_eval_step_start", 4),
+                         ("on_eval_step_end", 4)):
+        assert events[event] == count, event
+
+
 def test_a_callback_is_not_called_for_events_it_does_not_override(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = Counter[str]()
 
