@@ -37,8 +37,8 @@ def main() -> None:
     medians: list[float] = []
     steps: list[float] = []
     before = cpu_times()
-    end = last = window = time.perf_counter()
-    end += args.seconds
+    last = window = time.perf_counter()
+    end = last + args.seconds
     while last < end:
         for x, y in loader:
             torch.autograd.backward(loss_fn(model(x), y))
