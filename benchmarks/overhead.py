@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
-from runners import CALLBACK_SPECS, runners  # noqa: E402
+from runners import add_callbacks_argument, callback_specs, runners  # noqa: E402
 
 DEFAULT_RUNNERS = "plain,accelerate,pta-bare,pta,pta-defaults,pytorch-accelerated,lightning"
 TARGETS = {"pta": 1.03, "pta-defaults": 1.05}
@@ -61,7 +61,7 @@ def parse_runner(spec: str) -> tuple[str, dict[str, str]]:
 
 
 # ---------------------------------------------------------------------------- the child
-def child(spec: str, work: Work, out: Path, callback_specs: dict[str, str]) -> None:
+def child(spec: str, work: Work, out: Path, specs: dict[str, str]) -> None:
     name, options = parse_runner(spec)
     work = work.with_overrides(options)
     marks: list[float] = []
@@ -75,7 +75,7 @@ def child(spec: str, work: Work, out: Path, callback_specs: dict[str, str]) -> N
         marks.append(time.perf_counter())
 
     started = time.perf_counter()
-    model = runners(callback_specs)[name][0](work, mark, options)
+    model = runners(specs)[name][0](work, mark, options)
     sync()
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed:
@@ -183,7 +183,7 @@ def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 def parent(args: argparse.Namespace) -> dict[str, Any]:
-    specs_for = {**CALLBACK_SPECS, **dict(pair.split("=", 1) for pair in args.callbacks)}
+    specs_for = callback_specs(args.callbacks)
     specs = [s for s in args.runners.split(",") if s and _available(s, specs_for)]
     if not any(parse_runner(s)[0] == "plain" for s in specs):
         specs.insert(0, "plain")
@@ -245,8 +245,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runners", default=DEFAULT_RUNNERS, help="comma-separated runner specs")
     parser.add_argument("--processes", type=int, default=1, help="processes per run (torchrun; gloo on CPU)")
-    parser.add_argument("--callbacks", action="append", default=[], metavar="RUNNER=SPEC",
-                        help="callbacks of a pta runner, e.g. 'pta-defaults=defaults;pta.callbacks:X'")
+    add_callbacks_argument(parser)
     parser.add_argument("--target", action="append", default=[], metavar="RUNNER=RATIO",
                         help="ratio a runner must meet (defaults: pta=1.03, pta-defaults=1.05; 1.05 with --processes)")
     parser.add_argument("--seed", type=int, default=0)
@@ -262,7 +261,7 @@ def main() -> None:
         raise SystemExit(subprocess.run([sys.executable, str(script), args.state, "--rounds", str(args.rounds)]).returncode)
     if args.child:
         work = Work(**WORKLOADS[args.workload], device=args.device, precision=args.precision)
-        child(args.child, work, args.out, {**CALLBACK_SPECS, **dict(p.split("=", 1) for p in args.callbacks)})
+        child(args.child, work, args.out, callback_specs(args.callbacks))
     else:
         parent(args)
 

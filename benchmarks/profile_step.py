@@ -31,7 +31,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
 from overhead import parse_runner  # noqa: E402
-from runners import CALLBACK_SPECS, runners  # noqa: E402
+from runners import add_callbacks_argument, callback_specs, runners  # noqa: E402
 
 
 def _group(filename: str) -> str:
@@ -44,7 +44,7 @@ def _group(filename: str) -> str:
     return "C builtins" if filename == "~" else "other"
 
 
-def profile_calls(spec: str, work: Work, top: int, callback_specs: dict[str, str]) -> None:
+def profile_calls(spec: str, work: Work, top: int, specs: dict[str, str]) -> None:
     name, options = parse_runner(spec)
     work = work.with_overrides(options)
     profiler = cProfile.Profile()
@@ -60,7 +60,7 @@ def profile_calls(spec: str, work: Work, top: int, callback_specs: dict[str, str
 
     reset_accelerate_state()  # runners share this process
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        runners(callback_specs)[name][0](work, mark, options)
+        runners(specs)[name][0](work, mark, options)
     profiler.disable()
     stats = pstats.Stats(profiler)
     groups: collections.Counter[str] = collections.Counter()
@@ -105,8 +105,7 @@ def main() -> None:
     parser.add_argument("--runners", default="plain,accelerate,pta-bare,pta,pta-defaults")
     parser.add_argument("--top", type=int, default=0, help="list this many pta/accelerate functions per runner")
     parser.add_argument("--valgrind", action="store_true", help="count instructions instead of calls")
-    parser.add_argument("--callbacks", action="append", default=[], metavar="RUNNER=SPEC",
-                        help="callbacks of a pta runner, as overhead.py takes them")
+    add_callbacks_argument(parser)
     args = parser.parse_args()
     work = Work(**WORKLOADS[args.workload], device="cpu", precision="no")
     results: dict[str, float] = {}
@@ -114,7 +113,7 @@ def main() -> None:
         if args.valgrind:
             results[spec] = profile_instructions(spec, args, work)
         else:
-            profile_calls(spec, work, args.top, {**CALLBACK_SPECS, **dict(p.split("=", 1) for p in args.callbacks)})
+            profile_calls(spec, work, args.top, callback_specs(args.callbacks))
     if args.valgrind and "plain" in results:
         for spec, value in results.items():
             print(f"{spec:28} {value / results['plain']:.3f} x plain")

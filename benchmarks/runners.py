@@ -7,6 +7,7 @@ Under ``torchrun`` every runner trains with all processes (gloo on CPU).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
@@ -113,6 +114,26 @@ def run_accelerate(work: Work, mark: Mark, options: dict[str, str]) -> nn.Module
 
 
 # ---------------------------------------------------------------------------- pta
+def add_callbacks_argument(parser: argparse.ArgumentParser) -> None:
+    """``--callbacks RUNNER=SPEC`` (repeatable): what a pta runner adds instead of its ``CALLBACK_SPECS``."""
+    parser.add_argument("--callbacks", action="append", default=[], type=_callback_pair, metavar="RUNNER=SPEC",
+                        help="callbacks of a pta runner (see callbacks_from_spec), "
+                             "e.g. 'pta-defaults=defaults;pta.callbacks:CSVLoggerCallback:{\"path\": \"m.csv\"}'")
+
+
+def _callback_pair(pair: str) -> str:
+    name, sep, _ = pair.partition("=")
+    if not sep or name not in CALLBACK_SPECS:
+        raise argparse.ArgumentTypeError(f"expected RUNNER=SPEC with RUNNER one of {', '.join(CALLBACK_SPECS)}, "
+                                         f"got {pair!r}")
+    return pair
+
+
+def callback_specs(pairs: list[str]) -> dict[str, str]:
+    """Each pta runner's callbacks: ``CALLBACK_SPECS`` with the ``--callbacks`` pairs given."""
+    return {**CALLBACK_SPECS, **dict(pair.split("=", 1) for pair in pairs)}
+
+
 def callbacks_from_spec(spec: str) -> list[Any]:
     """Callbacks from ``;``-separated items: ``defaults`` (pta's ``DEFAULT_CALLBACKS``), ``-Name`` (drop
     that default), ``module:Name`` (a callback class, built without arguments) or

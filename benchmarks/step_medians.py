@@ -2,13 +2,16 @@
 
     OMP_NUM_THREADS=1 python benchmarks/step_medians.py                      # overhead workload, 30 rounds
     OMP_NUM_THREADS=1 python benchmarks/step_medians.py --runners plain,pta --rounds 60 --samples 2048
+    OMP_NUM_THREADS=1 python benchmarks/step_medians.py --runners plain,pta-defaults \
+        --callbacks 'pta-defaults=defaults;pta.callbacks:CSVLoggerCallback:{"path": "/tmp/m.csv"}'
 
 ``overhead.py`` times whole runs in fresh processes, as a user sees them; on a shared 2-core VM their
 ratios swing by tens of percent, because the machine's speed changes between runs and within one.
 Here every runner trains one epoch at a time in this process, in a new random order each round; a
 forward pre-hook on the model stamps every step, and a run's figure is the *median* time between two
 steps, which ignores the steps an interruption slowed. Each round compares its runs with the plain
-loop's (paired differences in µs per step, and how many rounds the runner was the slower one).
+loop's (paired differences in µs per step, and how many rounds the runner was the slower one); the
+last column keeps only the rounds the machine ran at full speed throughout (``_full_speed_rounds``).
 The hook costs every runner the same; setup and the first step are not counted. Runners and workload
 are those of ``overhead.py`` (``runners.py``, ``_work.py``).
 """
@@ -30,9 +33,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
-from runners import CALLBACK_SPECS, runners  # noqa: E402
+from runners import add_callbacks_argument, callback_specs, runners  # noqa: E402
 
 DEFAULT_RUNNERS = "plain,pta-bare,pta,pta-defaults"
+FULL_SPEED = 1.1
+"""A round counts as run at full speed when each runner's median step is within 10% of its fastest."""
 
 
 def _stamping_models(stamps: list[float]) -> None:
@@ -61,12 +66,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="samples per epoch (default: the workload's)")
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="overhead")
     parser.add_argument("--seed", type=int, default=0)
+    add_callbacks_argument(parser)
     args = parser.parse_args()
     from pta import reset_accelerate_state
 
     work = Work(**WORKLOADS[args.workload], device="cpu", precision="no").with_overrides(
         {"epochs": "1", **({"samples": str(args.samples)} if args.samples else {})})
-    table = runners(CALLBACK_SPECS)
+    table = runners(callback_specs(args.callbacks))
     names = ["plain", *[name for name in args.runners.split(",") if name and name != "plain"]]
     stamps: list[float] = []
     _stamping_models(stamps)
@@ -88,18 +94,28 @@ def main() -> None:
             results[name].append(run(name))
         print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
     plain = results["plain"]
+    full = _full_speed_rounds(results)
     print(f"\nworkload={args.workload} samples={work.samples} steps/run={work.steps} rounds={args.rounds} "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
     print("| runner | median µs/step | µs/step over plain (median of rounds) | ratio to plain "
-          "| rounds slower than plain |")
-    print("|---|---|---|---|---|")
+          f"| rounds slower than plain | ratio at full speed ({len(full)} rounds) |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         times = results[name]
         diffs = [(t - p) * 1e6 for t, p in zip(times, plain, strict=True)]
         ratios = [t / p for t, p in zip(times, plain, strict=True)]
+        at_full = f"{statistics.median(ratios[i] for i in full):.3f}" if full else "–"
         print(f"| {name} | {statistics.median(times) * 1e6:.1f} | {statistics.median(diffs):+.1f} | "
-              f"{statistics.median(ratios):.3f} | {sum(d > 0 for d in diffs)}/{len(diffs)} |")
+              f"{statistics.median(ratios):.3f} | {sum(d > 0 for d in diffs)}/{len(diffs)} | {at_full} |")
 
+
+def _full_speed_rounds(results: dict[str, list[float]]) -> list[int]:
+    """The rounds in which every runner's median step was within ``FULL_SPEED`` of its fastest: the
+    machine ran at its full speed throughout the round (a VM may slow down by half for seconds while
+    reporting itself idle, e.g. when the host shares its core). The test treats every runner alike."""
+    fastest = {name: min(times) for name, times in results.items()}
+    rounds = len(next(iter(results.values())))
+    return [i for i in range(rounds) if all(times[i] <= fastest[name] * FULL_SPEED for name, times in results.items())]
 
 if __name__ == "__main__":
     main()

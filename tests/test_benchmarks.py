@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -21,11 +25,37 @@ def run_benchmark(script: str, *args: str) -> str:
     return done.stdout
 
 
-def test_step_medians_reports_each_runner_against_the_plain_loop() -> None:
-    stdout = run_benchmark("step_medians.py", "--rounds", "2", "--samples", "256", "--runners", "plain,pta")
+def test_step_medians_reports_each_runner_against_the_plain_loop(tmp_path: Path) -> None:
+    tracked = tmp_path / "metrics.csv"
+    spec = f'pta=defaults;pta.callbacks:CSVLoggerCallback:{{"path": "{tracked}", "log_every_n_updates": 1}}'
+    stdout = run_benchmark("step_medians.py", "--rounds", "2", "--samples", "256", "--runners", "plain,pta",
+                           "--callbacks", spec)
     rows = {line.split("|")[1].strip(): line for line in stdout.splitlines() if line.startswith("| ")}
     assert set(rows) == {"runner", "plain", "pta"}
-    assert "| +0.0 | 1.000 | 0/2 |" in rows["plain"]
+    assert re.search(r"\| ratio at full speed \(\d rounds\) \|$", rows["runner"])
+    assert re.search(r"\| \+0\.0 \| 1\.000 \| 0/2 \| (1\.000|–) \|$", rows["plain"])
+    assert len((tmp_path / "metrics_steps.csv").read_text().splitlines()) > 8  # the callbacks given tracked each step
+
+
+@pytest.mark.parametrize("script", ["overhead.py", "profile_step.py", "step_medians.py"])
+def test_callbacks_of_no_pta_runner_are_refused_before_any_run(script: str) -> None:
+    for pair in ["pta", "ptb=defaults"]:  # no runner named; a runner that does not exist
+        done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--callbacks", pair],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        assert f"--callbacks: expected RUNNER=SPEC with RUNNER one of pta-bare, pta, pta-defaults, got {pair!r}" \
+            in done.stderr
+
+
+def test_step_medians_counts_only_rounds_every_runner_ran_at_full_speed() -> None:
+    sys.path.insert(0, str(BENCHMARKS))  # the benchmark directory is not a package
+    try:
+        module = importlib.import_module("step_medians")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    full_speed_rounds: Callable[[dict[str, list[float]]], list[int]] = module._full_speed_rounds
+    times = {"plain": [1.0, 1.5, 1.05, 1.09], "pta": [1.02, 1.03, 1.6, 1.12]}
+    assert full_speed_rounds(times) == [0, 3]  # round 1: plain slowed; round 2: pta slowed
 
 
 def test_step_pieces_reports_every_piece_against_the_plain_loop() -> None:
