@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from typing_extensions import override
 
 from pta import DefaultTrainer
-from pta.callbacks import LogMetricsCallback, PrintProgressCallback, ProgressBarCallback, get_default_callbacks
+from pta.callbacks import LogMetricsCallback, PrintProgressCallback, ProgressBarCallback, get_default_callbacks, progress
 from pta.callbacks._console import format_duration, format_value
 from pta.protocols import TrainerLike
 from tests._helpers import manual_seed, regression_data
@@ -83,6 +84,23 @@ def test_the_bar_shows_running_loss_and_eta_on_a_terminal(capsys: pytest.Capture
     drawn = tty.getvalue()
     assert "epoch 1/2" in drawn and "epoch 2/2" in drawn and "eval" in drawn
     assert re.search(r"loss \d", drawn) and "<" in drawn  # running loss and tqdm's elapsed<remaining
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_bar_is_made_only_where_one_is_drawn(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                               terminal: bool) -> None:
+    made: list[str] = []
+
+    def counting_tqdm(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs["desc"])
+        return tqdm(*args, **kwargs)
+
+    monkeypatch.setattr(progress, "tqdm", counting_tqdm)
+    bar = ProgressBarCallback(file=TerminalStream() if terminal else None)  # None: stderr, captured here
+    _train(capsys, epochs=2, callbacks=[cb if cb is not ProgressBarCallback else bar for cb in get_default_callbacks()])
+    # a disabled tqdm made every epoch took its locks and registry for nothing (~200 µs an epoch)
+    assert made == (["epoch 1/2", "eval", "epoch 2/2", "eval"] if terminal else [])
+    assert bar.pbar.disable and bar.eval_pbar.disable  # closed bars, or none, as tqdm's disable says
 
 
 def test_evaluate_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,9 +70,10 @@ class ProgressBarCallback(TrainerCallback):
 
     def _bar(self, trainer: TrainerLike, loader: object, desc: str) -> Any:
         stream = self.file if self.file is not None else sys.stderr
-        enabled = trainer.is_local_main_process and bool(getattr(stream, "isatty", lambda: False)())
+        if not (trainer.is_local_main_process and bool(getattr(stream, "isatty", lambda: False)())):
+            return _NO_BAR
         return tqdm(total=len(loader) if isinstance(loader, Sized) else None, desc=desc, file=stream,
-                    disable=not enabled, leave=False, dynamic_ncols=True, unit="step")
+                    leave=False, dynamic_ncols=True, unit="step")
 
     @override
     def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
@@ -112,6 +113,23 @@ class ProgressBarCallback(TrainerCallback):
     @override
     def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         self.eval_pbar.close()
+
+
+class _NoBar:
+    """The bar of an epoch that draws none: ``disable`` as on a disabled tqdm, and nothing to do. A
+    disabled tqdm, made and closed every epoch, cost about 200 µs of a training run's epoch (its
+    locks, its registry of bars, its monitor thread)."""
+
+    disable = True
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NO_BAR = _NoBar()
 
 
 def running_loss(trainer: object, batch_output: BatchOutput) -> float:
