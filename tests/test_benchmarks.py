@@ -28,13 +28,14 @@ def run_benchmark(script: str, *args: str) -> str:
 def test_step_medians_reports_each_runner_against_the_plain_loop(tmp_path: Path) -> None:
     tracked = tmp_path / "metrics.csv"
     spec = f'pta=defaults;pta.callbacks:CSVLoggerCallback:{{"path": "{tracked}", "log_every_n_updates": 1}}'
-    stdout = run_benchmark("step_medians.py", "--rounds", "2", "--samples", "256", "--runners", "plain,pta",
-                           "--callbacks", spec)
+    stdout = run_benchmark("step_medians.py", "--rounds", "2", "--samples", "256", "--epochs", "2",
+                           "--runners", "plain,pta", "--callbacks", spec)
+    assert "samples=256 epochs=2 steps/run=16 rounds=2" in stdout
     rows = {line.split("|")[1].strip(): line for line in stdout.splitlines() if line.startswith("| ")}
     assert set(rows) == {"runner", "plain", "pta"}
-    assert re.search(r"\| ratio at full speed \(\d rounds\) \|$", rows["runner"])
-    assert re.search(r"\| \+0\.0 \| 1\.000 \| 0/2 \| (1\.000|–) \|$", rows["plain"])
-    assert len((tmp_path / "metrics_steps.csv").read_text().splitlines()) > 8  # the callbacks given tracked each step
+    assert re.search(r"\| ratio at full speed \(\d rounds\) \| ratio of mean steps \|$", rows["runner"])
+    assert re.search(r"\| \+0\.0 \| 1\.000 \| 0/2 \| (1\.000|–) \| 1\.000 \|$", rows["plain"])
+    assert len((tmp_path / "metrics_steps.csv").read_text().splitlines()) > 16  # the callbacks given tracked each step
 
 
 @pytest.mark.parametrize("script", ["overhead.py", "profile_step.py", "step_medians.py"])
