@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,45 @@ def test_a_fresh_run_starts_a_new_csv_and_a_stopped_run_keeps_its_partial_epoch(
     assert header == ["epoch", "eval_loss_epoch", "train_loss_epoch"]
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert rows[1]["eval_loss_epoch"] == "" and math.isfinite(float(rows[1]["train_loss_epoch"]))
+
+
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    synced: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_csv_waits_for_the_disk_only_where_a_rewrite_replaces_rows_written_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced = _count_fsyncs(monkeypatch)
+    _train([CSVLoggerCallback(tmp_path / "fresh.csv")])  # the first row widens a header-only file
+    assert synced == []
+    _train([CSVLoggerCallback(tmp_path / "widened.csv"), UserMetric(from_epoch=2)])  # epoch 1's row is kept
+    assert len(synced) == 1
+    header, rows = _read_csv(tmp_path / "widened.csv")
+    assert header[-1] == "user_metric" and [row["epoch"] for row in rows] == ["1", "2", "3"]
+
+
+def test_a_resumed_csv_keeps_its_rows_on_the_disk_when_the_file_is_rewritten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class SaveAt(TrainerCallback):
+        @override
+        def on_train_step_end(self, trainer: TrainerLike, *, step: int, **kwargs: Any) -> None:
+            if trainer.run_history.current_epoch == 2 and step == 0:
+                trainer.save_training_state(tmp_path / "state")
+
+    path = tmp_path / "metrics.csv"
+    _train([SaveAt(), CSVLoggerCallback(path)])
+    synced = _count_fsyncs(monkeypatch)
+    _train([CSVLoggerCallback(path)], resume_from=tmp_path / "state")  # keeps epoch 1's row
+    assert len(synced) == 1
+    assert [row["epoch"] for row in _read_csv(path)[1]] == ["1", "2", "3"]
 
 
 def test_csv_is_written_by_the_main_process_only(tmp_path: Path) -> None:
