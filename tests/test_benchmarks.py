@@ -59,6 +59,15 @@ def test_step_medians_counts_only_rounds_every_runner_ran_at_full_speed() -> Non
     assert full_speed_rounds(times) == [0, 3]  # round 1: plain slowed; round 2: pta slowed
 
 
+def test_event_costs_times_every_dispatched_callback_event() -> None:
+    stdout = run_benchmark("event_costs.py", "--runner", "pta", "--epochs", "2")
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in stdout.splitlines()
+            if line.startswith("| ")}
+    assert rows["TerminateOnNaNCallback.on_train_step_end"] == "512"  # 2 epochs of 256 steps, every call timed
+    assert rows["TerminateOnNaNCallback.on_train_epoch_end"] == "2"
+    assert not any(name.startswith(("ProgressBar", "LogMetrics")) for name in rows)  # the runner's callbacks only
+
+
 def test_step_pieces_reports_every_piece_against_the_plain_loop() -> None:
     stdout = run_benchmark("step_pieces.py", "--calls", "20", "--rounds", "1")
     rows = [line.split("|")[1].strip() for line in stdout.splitlines() if line.startswith("| ")]
