@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
-from runners import CALLBACK_SPECS, add_callbacks_argument, callback_specs, runners  # noqa: E402
+from runners import CALLBACK_SPECS, add_callbacks_argument, callback_specs, run_in_this_process, runners  # noqa: E402
 
 
 def _timed(method: Callable[..., None], times: list[float]) -> Callable[..., None]:
@@ -60,14 +59,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     add_callbacks_argument(parser)
     args = parser.parse_args()
-    from pta import reset_accelerate_state
-
     work = Work(**WORKLOADS["overhead"], device="cpu", precision="no").with_overrides({"epochs": str(args.epochs)})
     times: dict[str, list[float]] = collections.defaultdict(list)
     time_events(times)
-    reset_accelerate_state()
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        runners(callback_specs(args.callbacks))[args.runner][0](work, lambda: None, {})
+    run_in_this_process(runners(callback_specs(args.callbacks))[args.runner][0], work)
     print(f"\nrunner={args.runner} epochs={work.epochs} steps/epoch={work.steps // work.epochs} "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
     print("| callback.event | calls | median µs | slowest µs | µs per epoch |")

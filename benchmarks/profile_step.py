@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import collections
-import contextlib
 import os
 import pstats
 import re
@@ -31,7 +30,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
 from overhead import parse_runner  # noqa: E402
-from runners import add_callbacks_argument, callback_specs, runners  # noqa: E402
+from runners import add_callbacks_argument, callback_specs, run_in_this_process, runners  # noqa: E402
 
 
 def _group(filename: str) -> str:
@@ -56,11 +55,7 @@ def profile_calls(spec: str, work: Work, top: int, specs: dict[str, str]) -> Non
         if marks == 2:  # the first epoch starts
             profiler.enable()
 
-    from pta import reset_accelerate_state
-
-    reset_accelerate_state()  # runners share this process
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        runners(specs)[name][0](work, mark, options)
+    run_in_this_process(runners(specs)[name][0], work, mark, options)
     profiler.disable()
     stats = pstats.Stats(profiler)
     groups: collections.Counter[str] = collections.Counter()

@@ -113,6 +113,17 @@ def run_accelerate(work: Work, mark: Mark, options: dict[str, str]) -> nn.Module
     return accelerator.unwrap_model(model)  # type: ignore[no-any-return]  # accelerate is untyped
 
 
+def run_in_this_process(runner: Runner, work: Work, mark: Mark = lambda: None,
+                        options: dict[str, str] | None = None) -> nn.Module:
+    """``runner`` run here as in a fresh process (Accelerate's state reset), its console output dropped:
+    for the benchmarks that alternate runners in one process."""
+    from pta import reset_accelerate_state
+
+    reset_accelerate_state()
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        return runner(work, mark, options or {})
+
+
 # ---------------------------------------------------------------------------- pta
 def add_callbacks_argument(parser: argparse.ArgumentParser) -> None:
     """``--callbacks RUNNER=SPEC`` (repeatable): what a pta runner adds instead of its ``CALLBACK_SPECS``."""

@@ -23,21 +23,18 @@ are those of ``overhead.py`` (``runners.py``, ``_work.py``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
-from runners import add_callbacks_argument, callback_specs, runners  # noqa: E402
+from runners import add_callbacks_argument, callback_specs, run_in_this_process, runners  # noqa: E402
 
 DEFAULT_RUNNERS = "plain,pta-bare,pta,pta-defaults"
 FULL_SPEED = 1.1
@@ -73,8 +70,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_callbacks_argument(parser)
     args = parser.parse_args()
-    from pta import reset_accelerate_state
-
     work = Work(**WORKLOADS[args.workload], device="cpu", precision="no").with_overrides(
         {"epochs": str(args.epochs), **({"samples": str(args.samples)} if args.samples else {})})
     table = runners(callback_specs(args.callbacks))
@@ -84,10 +79,7 @@ def main() -> None:
 
     def run(name: str) -> tuple[float, float]:
         stamps.clear()
-        reset_accelerate_state()  # as a fresh process would start
-        function: Callable[[Work, Callable[[], None], dict[str, str]], Any] = table[name][0]
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            function(work, lambda: None, {})
+        run_in_this_process(table[name][0], work)
         return _median_and_mean_step(stamps)
 
     results: dict[str, list[float]] = {name: [] for name in names}
