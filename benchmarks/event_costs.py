@@ -27,7 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
-from runners import CALLBACK_SPECS, add_callbacks_argument, callback_specs, run_in_this_process, runners  # noqa: E402
+from runners import (  # noqa: E402
+    CALLBACK_SPECS, add_callbacks_argument, callback_specs, positive_int, run_in_this_process, runners)
 
 
 def _timed(method: Callable[..., None], times: list[float]) -> Callable[..., None]:
@@ -56,7 +57,7 @@ def time_events(times: dict[str, list[float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runner", choices=sorted(CALLBACK_SPECS), default="pta-defaults")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=positive_int, default=6)
     add_callbacks_argument(parser)
     args = parser.parse_args()
     work = Work(**WORKLOADS["overhead"], device="cpu", precision="no").with_overrides({"epochs": str(args.epochs)})

@@ -132,6 +132,13 @@ def add_callbacks_argument(parser: argparse.ArgumentParser) -> None:
                              "e.g. 'pta-defaults=defaults;pta.callbacks:CSVLoggerCallback:{\"path\": \"m.csv\"}'")
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _callback_pair(pair: str) -> str:
     name, sep, _ = pair.partition("=")
     if not sep or name not in CALLBACK_SPECS:

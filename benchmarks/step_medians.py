@@ -34,7 +34,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
-from runners import add_callbacks_argument, callback_specs, run_in_this_process, runners  # noqa: E402
+from runners import add_callbacks_argument, callback_specs, positive_int, run_in_this_process, runners  # noqa: E402
 
 DEFAULT_RUNNERS = "plain,pta-bare,pta,pta-defaults"
 FULL_SPEED = 1.1
@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--runners", default=DEFAULT_RUNNERS)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--samples", type=int, help="samples per epoch (default: the workload's)")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per run (more: the mean step includes epoch ends)")
+    parser.add_argument("--epochs", type=positive_int, default=1,
+                        help="epochs per run (more: the mean step includes epoch ends)")
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="overhead")
     parser.add_argument("--seed", type=int, default=0)
     add_callbacks_argument(parser)

@@ -48,6 +48,14 @@ def test_callbacks_of_no_pta_runner_are_refused_before_any_run(script: str) -> N
             in done.stderr
 
 
+@pytest.mark.parametrize("script", ["event_costs.py", "step_medians.py"])
+def test_a_run_of_no_epochs_is_refused_before_any_run(script: str) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--epochs", "0"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "--epochs: expected a whole number of at least 1, got '0'" in done.stderr
+
+
 def test_step_medians_counts_only_rounds_every_runner_ran_at_full_speed() -> None:
     sys.path.insert(0, str(BENCHMARKS))  # the benchmark directory is not a package
     try:

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from typing_extensions import override
 
 from pta import DefaultTrainer
-from pta.callbacks import LogMetricsCallback, PrintProgressCallback, ProgressBarCallback, get_default_callbacks, progress
+from pta.callbacks import (
+    LogMetricsCallback, PrintProgressCallback, ProgressBarCallback, get_default_callbacks, progress)
 from pta.callbacks._console import format_duration, format_value
 from pta.protocols import TrainerLike
 from tests._helpers import manual_seed, regression_data
