@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,3 +200,87 @@ def test_a_resumed_run_keeps_the_step_rows_up_to_its_update_count(tmp_path: Path
     assert updates(tmp_path / "part_steps.csv") == ["3", "6"]
     run([CSVLoggerCallback(csv_path, log_every_n_updates=3)], resume=tmp_path / "states" / "epoch_1")
     assert updates(tmp_path / "part_steps.csv") == updates(tmp_path / "full_steps.csv") == ["3", "6", "9", "12", "15"]
+
+
+# ------------------------------------------------------------------------------ the steps file's handle
+class _WriteOpens:
+    """While ``paths`` is a list, the paths of the files opened for writing go in it (an audit hook,
+    which cannot be removed)."""
+
+    paths: list[str] | None = None
+
+
+def _record_opens(event: str, args: tuple[Any, ...]) -> None:
+    paths = _WriteOpens.paths
+    if event == "open" and paths is not None and isinstance(args[0], (str, Path)) and args[1] != "r":
+        paths.append(str(args[0]))
+
+
+sys.addaudithook(_record_opens)
+
+
+class RowIsWritten(TrainerCallback):
+    """After the logger: every row the logger appended at a step is in the file when the step ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.checked = 0
+        self._updates = 0
+
+    @override
+    def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        updated, self._updates = trainer.num_updates != self._updates, trainer.num_updates
+        if updated and self._updates % 2 == 0:  # the logger wrote a row at this step
+            last = self.path.read_text().splitlines()[-1]
+            assert last.startswith(f"{self._updates},")
+            self.checked += 1
+
+
+def _open_fds_to(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if fd.exists() and fd.resolve() == path.resolve())
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to see open files")
+def test_the_steps_file_is_opened_once_a_run_and_every_row_is_in_it_at_once(tmp_path: Path) -> None:
+    steps = tmp_path / "m_steps.csv"
+    written = RowIsWritten(steps)
+    trainer = _trainer([CSVLoggerCallback(tmp_path / "m.csv", log_every_n_updates=2), written])
+    opened: list[str] = []
+    _WriteOpens.paths = opened
+    try:
+        _train(trainer)  # 12 updates: 6 rows
+    finally:
+        _WriteOpens.paths = None
+    assert written.checked == 6
+    assert opened.count(str(steps)) == 1  # not once per row
+    assert _open_fds_to(steps) == 0  # closed at the run's end
+    assert len(steps.read_text().splitlines()) == 7
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to see open files")
+def test_a_failed_run_keeps_its_rows_and_the_next_run_closes_its_handle(tmp_path: Path) -> None:
+    class Fail(TrainerCallback):
+        armed = True
+
+        @override
+        def on_train_step_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
+            if self.armed and trainer.num_updates == 5:
+                raise RuntimeError("boom")
+
+    steps = tmp_path / "m_steps.csv"
+    fail = Fail()
+    model = mlp()
+    trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.01),
+                             callbacks=[CSVLoggerCallback(tmp_path / "m.csv", log_every_n_updates=2), fail])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.train(regression_data(16), 1, per_device_batch_size=2)
+    assert [line.split(",")[0] for line in steps.read_text().splitlines()] == ["update", "2", "4"]
+    assert _open_fds_to(steps) == 1  # the run did not end: the handle is left to the next run
+    fail.armed = False  # the next run, a fresh one, goes to its end
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train(regression_data(16), 1, per_device_batch_size=2)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # closed, not dropped
+    assert [line.split(",")[0] for line in steps.read_text().splitlines()] == ["update", "2", "4", "6", "8"]
+    assert _open_fds_to(steps) == 0

@@ -6,8 +6,9 @@ import csv
 import io
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from typing_extensions import override
 
@@ -37,6 +38,7 @@ class CSVLoggerCallback(TrainerCallback):
     ``train_loss_step`` (the main process's mean loss over those updates), ``lr`` (``lr_group_<i>`` per
     param group when there are several) and ``samples_per_second``. The loss is read from the device once
     per N updates, never on the steps in between. A resumed run keeps the rows up to its update count.
+    The file stays open while the run lasts; each row is in it when its step ends.
     """
 
     def __init__(self, path: str | Path, log_every_n_updates: int | None = 50,
@@ -47,6 +49,7 @@ class CSVLoggerCallback(TrainerCallback):
             f"{self.path.stem}_steps{self.path.suffix or '.csv'}")
         self._steps = StepMetrics(log_every_n_updates) if log_every_n_updates is not None else None
         self._step_columns: list[str] = []
+        self._steps_file: BinaryIO | None = None
         self._columns: list[str] = ["epoch"]
         self._rows: list[dict[str, str]] = []
         self._seen: dict[str, int] = {}
@@ -74,15 +77,11 @@ class CSVLoggerCallback(TrainerCallback):
             return
         row = {"update": str(trainer.num_updates), "epoch": str(trainer.run_history.current_epoch)}
         row.update({name: repr(value) for name, value in steps.collect(trainer, batch_output).items()})
-        header = not self._step_columns
-        if header:
-            self._step_columns = list(row)
-            self.steps_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.steps_path.open("a", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, self._step_columns, extrasaction="ignore")
-            if header:
-                writer.writeheader()
-            writer.writerow(row)
+        file = self._steps_file
+        if file is None:
+            file = self._open_step_file(list(row))
+        file.write(_line(row.get(name, "") for name in self._step_columns))
+        file.flush()  # in the file when the step ends, for whoever follows it
 
     @override
     def on_training_run_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
@@ -94,6 +93,7 @@ class CSVLoggerCallback(TrainerCallback):
         if self._active:
             self._write_row(trainer.run_history)  # what a run stopped mid-epoch recorded
         self._active = False
+        self._close_step_file()
 
     # ------------------------------------------------------------------ work
     def _write_row(self, history: RunHistory) -> None:
@@ -139,6 +139,7 @@ class CSVLoggerCallback(TrainerCallback):
 
     def _start_step_file(self, keep_up_to: int) -> None:
         """Start the per-step file afresh, keeping the rows of updates up to ``keep_up_to`` (a resume)."""
+        self._close_step_file()  # a run that failed left it open
         kept: list[dict[str, str]] = []
         self._step_columns = []
         if keep_up_to and self.steps_path.exists():
@@ -153,6 +154,21 @@ class CSVLoggerCallback(TrainerCallback):
             writer = csv.DictWriter(file, self._step_columns)
             writer.writeheader()
             writer.writerows(kept)
+
+    def _open_step_file(self, columns: list[str]) -> BinaryIO:
+        """The per-step file, open for appending until the run ends: opening and closing it for every row
+        cost about as much as the rest of the row (its loss read included) inside a run."""
+        self.steps_path.parent.mkdir(parents=True, exist_ok=True)
+        file = self._steps_file = self.steps_path.open("ab")
+        if not self._step_columns:
+            self._step_columns = columns
+            file.write(_line(columns))
+        return file
+
+    def _close_step_file(self) -> None:
+        if self._steps_file is not None:
+            self._steps_file.close()
+            self._steps_file = None
 
     def _read_existing(self, before_epoch: int) -> None:
         with self.path.open(newline="", encoding="utf-8") as file:
@@ -169,6 +185,11 @@ def _epoch_of(row: dict[str, str]) -> int:
         return int(row.get("epoch") or 0)
     except ValueError:
         return 0
+
+
+def _line(cells: Iterable[str]) -> bytes:
+    """A CSV line of cells that need no quoting (column names, numbers), ended as ``csv`` ends it."""
+    return (",".join(cells) + "\r\n").encode()
 
 
 def _format(value: object) -> str:
