@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from pta import BatchOutput, DefaultTrainer, TrainerCallback
-from pta.callbacks import NonFiniteLossError, TerminateOnNaNCallback
+from pta._meter import LossMeter
+from pta.callbacks import CSVLoggerCallback, NonFiniteLossError, TerminateOnNaNCallback
 from pta.protocols import TrainerLike
 from tests._helpers import linear_model, params_of, regression_data
 
@@ -102,6 +104,42 @@ def test_the_stop_message_names_the_phase_epoch_and_step(capsys: pytest.CaptureF
     message = "The training loss became NaN or infinite in epoch 2 (at or before step 3 of the epoch)"
     assert str(raised.value) == message
     assert f"Stopping training: {message}" in capsys.readouterr().out
+
+
+def test_the_steps_between_checks_are_counted_over_the_run() -> None:
+    # 8 batches per epoch, a check every 6 steps of the run: after steps 6, 12, 18 (and each epoch's
+    # end), not after step 6 of each epoch (run steps 6, 14, 22). Call 11 (epoch 2, step 3) is infinite.
+    loss = InfiniteLossAt(at=11, value=float("inf"))
+    trainer = _trainer(loss, TerminateOnNaNCallback(check_every_n_steps=6))
+    with pytest.raises(NonFiniteLossError, match=r"in epoch 2 \(at or before step 4 of the epoch\)"):
+        trainer.train(regression_data(32), 3, per_device_batch_size=4)
+    assert loss.calls == 12
+
+
+def test_with_per_step_tracking_the_checks_sum_no_pending_loss_of_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tracking reads the running sum every 5 updates, the guard every 5 steps: the same steps (no
+    # accumulation), so the guard's reads find the pending losses already summed. Epochs of 12 steps:
+    # counted per epoch, the guard's reads would fall on other steps than the tracking's after the first.
+    sums: list[int] = []
+    flush = LossMeter._flush  # pyright: ignore[reportPrivateUsage]  # the count of sums is the claim
+
+    def counting(meter: LossMeter) -> None:
+        sums.append(len(meter._pending))  # pyright: ignore[reportPrivateUsage]  # as above
+        flush(meter)
+
+    monkeypatch.setattr(LossMeter, "_flush", counting)
+    summed = {}
+    for guard in (False, True):
+        model = linear_model()
+        callbacks: list[TrainerCallback] = [TerminateOnNaNCallback(check_every_n_steps=5)] if guard else []
+        callbacks.append(CSVLoggerCallback(tmp_path / f"{guard}.csv", log_every_n_updates=5))
+        trainer = DefaultTrainer(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                                 callbacks=callbacks)
+        sums.clear()
+        trainer.train(regression_data(48), 3, per_device_batch_size=4)
+        summed[guard] = sum(1 for pending in sums if pending)
+    assert summed[True] == summed[False] > 3
 
 
 class KeepsLosses(TrainerCallback):

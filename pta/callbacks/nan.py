@@ -23,11 +23,13 @@ class TerminateOnNaNCallback(TrainerCallback):
 
     It reads the running loss sum the trainer already keeps on the device (a NaN or inf in any loss
     makes it non-finite), so a step costs no device operation; with a trainer that keeps no such sum
-    each step adds the loss to a sum of its own. Every ``check_every_n_steps`` training steps and at
-    the end of every epoch the flag is combined across processes and read once (a single process reads
-    the sum itself). When it is set the run stops through ``StopTrainingError`` and, after the run has
-    closed normally, ``NonFiniteLossError`` is raised (unless ``raise_at_end=False``), so a script does
-    not carry on with a broken model.
+    each step adds the loss to a sum of its own. Every ``check_every_n_steps`` training steps of the run
+    and at the end of every epoch the flag is combined across processes and read once (a single process
+    reads the sum itself). The steps are counted from the run's start, not the epoch's, so the per-step
+    tracking (every N updates) reads the same sum on the same steps and finds it already summed. When the
+    flag is set the run stops through ``StopTrainingError`` and, after the run has closed normally,
+    ``NonFiniteLossError`` is raised (unless ``raise_at_end=False``), so a script does not carry on with
+    a broken model.
     ``check_every_n_steps=1`` checks every step, at the cost of one host sync per step.
     """
 
@@ -39,7 +41,8 @@ class TerminateOnNaNCallback(TrainerCallback):
         self.triggered = False
         self._sum: torch.Tensor | None = None
         self._meter: LossMeter | None = None  # the trainer's running sum of the current phase
-        self._steps = 0
+        self._steps = 0  # of the current epoch and phase, for the message
+        self._train_steps = 0  # of the run, for the schedule
         self._message = ""
         self._train_state: tuple[torch.Tensor | None, int, LossMeter | None] = (None, 0, None)
 
@@ -72,7 +75,7 @@ class TerminateOnNaNCallback(TrainerCallback):
 
     @override
     def on_training_run_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
-        self.triggered = False
+        self.triggered, self._train_steps = False, 0
 
     @override
     def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
@@ -83,7 +86,8 @@ class TerminateOnNaNCallback(TrainerCallback):
         if self._meter is None:
             self._observe(batch_output)
         self._steps += 1
-        if self._steps % self.check_every_n_steps == 0:
+        self._train_steps += 1
+        if self._train_steps % self.check_every_n_steps == 0:
             self._check(trainer, "training")
 
     @override
