@@ -41,10 +41,11 @@ class TerminateOnNaNCallback(TrainerCallback):
         self.triggered = False
         self._sum: torch.Tensor | None = None
         self._meter: LossMeter | None = None  # the trainer's running sum of the current phase
-        self._steps = 0  # of the current epoch and phase, for the message
-        self._train_steps = 0  # of the run, for the schedule
+        self._train_steps = 0  # of the run: the schedule
+        self._epoch_start = 0  # the training steps before this epoch: the message names the epoch's step
+        self._eval_steps = 0
         self._message = ""
-        self._train_state: tuple[torch.Tensor | None, int, LossMeter | None] = (None, 0, None)
+        self._train_state: tuple[torch.Tensor | None, LossMeter | None] = (None, None)
 
     def _observe(self, batch_output: BatchOutput) -> None:
         # One device op per step: a NaN or inf in any loss makes the running sum non-finite.
@@ -55,7 +56,8 @@ class TerminateOnNaNCallback(TrainerCallback):
         else:
             self._sum.add_(loss)
 
-    def _check(self, trainer: TrainerLike, phase: str) -> None:
+    def _check(self, trainer: TrainerLike, phase: str, step: int) -> None:
+        """``step``: the phase's steps in this epoch so far, for the message."""
         if self._meter is not None:
             total = self._meter.total  # left in place: the trainer records it at the epoch's end
         else:
@@ -69,7 +71,7 @@ class TerminateOnNaNCallback(TrainerCallback):
             self.triggered = True
             self._message = (
                 f"The {phase} loss became NaN or infinite in epoch {trainer.run_history.current_epoch} "
-                f"(at or before step {self._steps} of the epoch)"
+                f"(at or before step {step} of the epoch)"
             )
             raise StopTrainingError(f"Stopping training: {self._message}")
 
@@ -79,37 +81,36 @@ class TerminateOnNaNCallback(TrainerCallback):
 
     @override
     def on_train_epoch_start(self, trainer: TrainerLike, **kwargs: Any) -> None:
-        self._sum, self._steps, self._meter = None, 0, running_loss(trainer, "train")
+        self._sum, self._epoch_start, self._meter = None, self._train_steps, running_loss(trainer, "train")
 
     @override
     def on_train_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         if self._meter is None:
             self._observe(batch_output)
-        self._steps += 1
         self._train_steps += 1
         if self._train_steps % self.check_every_n_steps == 0:
-            self._check(trainer, "training")
+            self._check(trainer, "training", self._train_steps - self._epoch_start)
 
     @override
     def on_train_epoch_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
-        self._check(trainer, "training")
+        self._check(trainer, "training", self._train_steps - self._epoch_start)
 
     @override
     def on_eval_epoch_start(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
         # Saved for an evaluation in the middle of a training epoch, which goes on afterwards.
-        self._train_state = (self._sum, self._steps, self._meter)
-        self._sum, self._steps, self._meter = None, 0, running_loss(trainer, "eval")
+        self._train_state = (self._sum, self._meter)
+        self._sum, self._eval_steps, self._meter = None, 0, running_loss(trainer, "eval")
 
     @override
     def on_eval_step_end(self, trainer: TrainerLike, *, batch_output: BatchOutput, **kwargs: Any) -> None:
         if self._meter is None:
             self._observe(batch_output)
-        self._steps += 1
+        self._eval_steps += 1
 
     @override
     def on_eval_epoch_end(self, trainer: TrainerLike, *, is_intermediate: bool = False, **kwargs: Any) -> None:
-        self._check(trainer, "evaluation")
-        self._sum, self._steps, self._meter = self._train_state
+        self._check(trainer, "evaluation", self._eval_steps)
+        self._sum, self._meter = self._train_state
 
     @override
     def on_training_run_end(self, trainer: TrainerLike, **kwargs: Any) -> None:
