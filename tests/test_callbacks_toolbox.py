@@ -10,8 +10,6 @@ import inspect
 import json
 import math
 import os
-import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +41,7 @@ from pta.protocols import TrainerLike
 from pta.schedulers import WSDLrScheduler
 from pta.utils import ModelEma
 from tests._helpers import manual_seed
+from tests.distributed._launch import ScenarioLaunch
 
 Batch = list[Tensor]
 NO_SHUFFLE: dict[str, Any] = {"shuffle": False}
@@ -639,11 +638,8 @@ class ModelType(TrainerCallback):
         self.name = type(trainer.model).__name__
 
 
-WORKER_DEADLINE_S = 100.0
-
-
-def _distributed_worker(out_dir: Path) -> dict[str, Any]:
-    """Run on 2 CPU processes by ``test_callbacks_agree_across_processes`` (this file is the worker script)."""
+def two_process_worker(out_dir: Path) -> dict[str, Any]:
+    """What each of 2 CPU processes runs for ``test_callbacks_agree_across_processes`` (``TWO_PROCESSES``)."""
     def trainer_with(*callbacks: TrainerCallback, model: nn.Module | None = None) -> DefaultTrainer[Batch]:
         manual_seed(0)
         model = model if model is not None else nn.Linear(4, 1)
@@ -685,15 +681,16 @@ def _distributed_worker(out_dir: Path) -> dict[str, Any]:
     return result
 
 
+TWO_PROCESSES = f"{__name__}:two_process_worker"
+
+
 @pytest.mark.slow
-def test_callbacks_agree_across_processes(tmp_path: Path) -> None:
+@pytest.mark.two_process_scenario(TWO_PROCESSES)
+def test_callbacks_agree_across_processes(two_process_scenarios: ScenarioLaunch) -> None:
     """Two CPU processes under torchrun (DDP over gloo): decisions on per-process metrics agree, the EMA is
     kept from the DDP-wrapped model, old states are removed once, SyncBatchNorm conversion happens at
     construction."""
-    from tests.distributed._launch import run_torchrun
-
-    run_torchrun(Path(__file__), str(tmp_path))  # fails the test on a hang (timeout) or a failed process
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = two_process_scenarios.results(TWO_PROCESSES)  # fails the test on a hang or a failed process
     for result in (rank0, rank1):
         assert result["epochs_run"] == 2 and result["best_epoch"] == 2  # rank 0's values decide
         assert result["wrapped_as"] == "DistributedDataParallel"
@@ -702,25 +699,8 @@ def test_callbacks_agree_across_processes(tmp_path: Path) -> None:
         assert result["converted"] is True
         assert "convert_sync_batchnorm" in result["refused"]
     assert same(rank0["ema"], rank1["ema"]) and rank0["ema_loss"] == rank1["ema_loss"]
-    assert state_names(tmp_path / "states") == {"step_8", "final"}  # removed by the main process alone
-
-
-if __name__ == "__main__":  # a worker process of test_callbacks_agree_across_processes
-    import threading
-
-    torch.set_num_threads(1)
-    # Processes that decided differently wait forever in a collective; end them so the launch fails.
-    threading.Timer(WORKER_DEADLINE_S, lambda: os._exit(3)).start()
-    _out_dir = Path(sys.argv[1])
-    _code = 0
-    try:
-        torch.save(_distributed_worker(_out_dir), _out_dir / f"rank{os.environ['RANK']}.pt")
-    except BaseException:  # noqa: BLE001 - report anything, then exit non-zero
-        traceback.print_exc()
-        _code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_code)  # gloo may abort at interpreter exit otherwise
+    states = two_process_scenarios.directory(TWO_PROCESSES) / "states"
+    assert state_names(states) == {"step_8", "final"}  # removed by the main process alone
 
 
 def test_limit_batches_environment_variable_limits_a_run() -> None:

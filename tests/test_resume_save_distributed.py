@@ -2,15 +2,12 @@
 earlier state, also when it is the background commit of the main process that fails; a state saved by
 2 processes resumes and is checked like a single-process one.
 
-This file is also the worker script that ``torchrun`` runs."""
+``two_process_worker`` is what each of the 2 processes runs (a scenario of the shared launch)."""
 
 from __future__ import annotations
 
 import errno
 import os
-import sys
-import threading
-import traceback
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,8 +20,9 @@ import pta.state
 from pta import CheckpointError, DefaultTrainer, TrainerCallback
 from pta.protocols import TrainerLike
 from tests._helpers import linear_model, regression_data
+from tests.distributed._launch import ScenarioLaunch
 
-WORKER_DEADLINE_S = 90  # a process stuck in a collective is ended, so the launch fails instead of hanging
+TWO_PROCESSES = f"{__name__}:two_process_worker"
 
 
 class FailOnRank1(TrainerCallback):
@@ -102,15 +100,17 @@ def _blocking(directory: Path) -> dict[str, Any]:
     return {"error": error, "updates": resumed.num_updates}
 
 
+def two_process_worker(directory: Path) -> dict[str, Any]:
+    return {"blocking": _blocking(directory / "blocking"), "background": _background(directory / "background")}
+
+
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    from tests.distributed._launch import run_torchrun
-
-    directory = tmp_path_factory.mktemp("saves")
-    run_torchrun(Path(__file__), str(directory), timeout=240)  # fails the test on a hang or a failed process
-    return directory, [torch.load(directory / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+def launched(two_process_scenarios: ScenarioLaunch) -> tuple[Path, list[dict[str, Any]]]:
+    results = two_process_scenarios.results(TWO_PROCESSES)  # fails the test on a hang or a failed process
+    return two_process_scenarios.directory(TWO_PROCESSES), results
 
 
+@pytest.mark.two_process_scenario(TWO_PROCESSES)
 @pytest.mark.parametrize(("scenario", "failing_rank", "cause"), [
     ("blocking", 1, "no space left on device"),  # a write fails on one process
     ("background", 0, "input/output error"),  # the main process's background commit fails; train() waits for it
@@ -126,19 +126,3 @@ def test_a_save_failing_on_one_process_fails_on_both_and_keeps_earlier_states(
         assert str(directory / scenario / "bad") in result[scenario]["error"]
         assert result[scenario]["updates"] == 8  # resumed from "good" (2 updates) and finished 2 epochs of 4 updates
     assert sorted(p.name for p in (directory / scenario).iterdir()) == ["good"]
-
-
-if __name__ == "__main__":
-    torch.set_num_threads(1)
-    threading.Timer(WORKER_DEADLINE_S, lambda: os._exit(3)).start()
-    _directory = Path(sys.argv[1])
-    _code = 0
-    try:
-        _result = {"blocking": _blocking(_directory / "blocking"), "background": _background(_directory / "background")}
-        torch.save(_result, _directory / f"rank{os.environ['RANK']}.pt")
-    except BaseException:  # noqa: BLE001 - report anything, then exit non-zero
-        traceback.print_exc()
-        _code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_code)  # gloo may abort at interpreter exit otherwise

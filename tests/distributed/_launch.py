@@ -15,8 +15,12 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.distributed.workers._common import load_results, result_path
+from tests.distributed.workers.scenarios import scenario_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKERS = Path(__file__).resolve().parent / "workers"
@@ -126,6 +130,34 @@ def run_python(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``script`` as one plain ``python`` process."""
     return run_command([sys.executable, str(_script(script)), *args], timeout=timeout, env=env, check=check)
+
+
+class ScenarioLaunch:
+    """One launch of ``workers/scenarios.py`` running the scenarios of every collected test that names one
+    (``@pytest.mark.two_process_scenario("MODULE:FUNCTION")``, the ``two_process_scenarios`` fixture)."""
+
+    def __init__(self, out_dir: Path, names: Sequence[str]) -> None:
+        self.out_dir, self.names = out_dir, list(names)
+        self._output: str | None = None
+        self._returncode = 0
+
+    def directory(self, name: str) -> Path:
+        """The directory scenario ``name`` was given (``out_dir``) and wrote its results into."""
+        return scenario_dir(self.out_dir, name)
+
+    def results(self, name: str) -> list[dict[str, Any]]:
+        """Each rank's result of scenario ``name``; the launch runs at the first call."""
+        assert name in self.names, f"{name} is not in this launch: mark its test two_process_scenario({name!r})"
+        if self._output is None:
+            self._output = "(the launch timed out: the first test that read a scenario has its output)"
+            timeout = 60.0 + 60.0 * len(self.names)  # the longest scenario takes about 15 s here
+            done = run_torchrun("scenarios.py", str(self.out_dir), *self.names, timeout=timeout, check=False)
+            self._output, self._returncode = done.stdout, done.returncode
+        directory = self.directory(name)
+        if not all(result_path(directory, process_rank).exists() for process_rank in (0, 1)):
+            pytest.fail(f"scenario {name} wrote no result: the launch of {self.names} ended with status "
+                        f"{self._returncode}\n{_tail(self._output)}")
+        return load_results(directory)
 
 
 def _script(script: Path | str) -> Path:

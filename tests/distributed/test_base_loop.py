@@ -6,18 +6,16 @@ from typing import Any
 
 import pytest
 
-from tests.distributed._launch import run_torchrun
+from tests.distributed._launch import ScenarioLaunch
 from tests.distributed.workers import base_loop as worker
-from tests.distributed.workers._common import load_results
 
-pytestmark = pytest.mark.slow
+SCENARIO = f"{worker.__name__}:main"
+pytestmark = [pytest.mark.slow, pytest.mark.two_process_scenario(SCENARIO)]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out_dir = tmp_path_factory.mktemp("base_loop")
-    run_torchrun("base_loop.py", str(out_dir), timeout=150.0)
-    return load_results(out_dir)
+def results(two_process_scenarios: ScenarioLaunch) -> list[dict[str, Any]]:
+    return two_process_scenarios.results(SCENARIO)
 
 
 def test_seed_gives_each_process_its_own_random_stream(results: list[dict[str, Any]]) -> None:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests.distributed._launch import run_torchrun
-from tests.distributed.workers._common import load_results
+from tests.distributed._launch import ScenarioLaunch
+from tests.distributed.workers import fsdp_cpu_worker, lr_find_worker
 
 pytestmark = pytest.mark.slow
 
+LR_FIND = f"{lr_find_worker.__name__}:main"
+FSDP_ON_CPU = f"{fsdp_cpu_worker.__name__}:main"
 
-def test_lr_find_on_two_processes(tmp_path: Path) -> None:
-    run_torchrun("lr_find_worker.py", str(tmp_path), timeout=240)
-    zero, one = load_results(tmp_path)
+
+@pytest.mark.two_process_scenario(LR_FIND)
+def test_lr_find_on_two_processes(two_process_scenarios: ScenarioLaunch) -> None:
+    zero, one = two_process_scenarios.results(LR_FIND)
     assert zero["world_size"] == one["world_size"] == 2
     assert torch.equal(zero["lrs"], one["lrs"]) and torch.equal(zero["losses"], one["losses"])
     assert zero["suggestion"] == one["suggestion"] and zero["suggestion"] is not None
@@ -24,9 +25,9 @@ def test_lr_find_on_two_processes(tmp_path: Path) -> None:
     assert torch.equal(zero["weights_after_train"], one["weights_after_train"])  # DDP still in step
 
 
-def test_fsdp_plugin_under_torchrun_on_cpu_is_refused(tmp_path: Path) -> None:
+@pytest.mark.two_process_scenario(FSDP_ON_CPU)
+def test_fsdp_plugin_under_torchrun_on_cpu_is_refused(two_process_scenarios: ScenarioLaunch) -> None:
     """Accelerate would wrap the model in DDP and ignore the plugin (issue 12, item 7)."""
-    run_torchrun("fsdp_cpu_worker.py", str(tmp_path), timeout=180)
-    for result in load_results(tmp_path):
+    for result in two_process_scenarios.results(FSDP_ON_CPU):
         assert result["error"] is not None and "fsdp_plugin" in result["error"]
         assert "silently be DDP on CPU" in result["error"]

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.distributed._launch import run_torchrun
+from tests.distributed._launch import ScenarioLaunch
 from tests.distributed.workers import nan_one_rank as worker
-from tests.distributed.workers._common import load_results
 
-pytestmark = pytest.mark.slow
+SCENARIO = f"{worker.__name__}:main"
+pytestmark = [pytest.mark.slow, pytest.mark.two_process_scenario(SCENARIO)]
 
 Results = list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    out_dir: Path = tmp_path_factory.mktemp("nan_one_rank")
+def results(two_process_scenarios: ScenarioLaunch) -> Results:
     # A rank that stopped alone would leave the other waiting in a collective: the launch would hit the
-    # process-group timeout (an error) or this timeout (a failed test), never pass.
-    run_torchrun("nan_one_rank.py", str(out_dir))
-    return load_results(out_dir)
+    # process-group timeout (an error) or its own timeout (a failed test), never pass.
+    return two_process_scenarios.results(SCENARIO)
 
 
 @pytest.mark.parametrize(("run", "steps"), [

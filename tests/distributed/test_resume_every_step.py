@@ -3,21 +3,21 @@ in the epoch included), with and without accumulation, a scheduler and dataloade
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests.distributed._launch import run_torchrun
-from tests.distributed.workers._common import load_results
+from tests.distributed._launch import ScenarioLaunch
+from tests.distributed.workers import resume_every_step as worker
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("config", ["plain", "full"])
-def test_two_process_resume_from_every_position_is_exact(tmp_path: Path, config: str) -> None:
-    run_torchrun("resume_every_step.py", str(tmp_path), config, timeout=240)
-    for process_rank, result in enumerate(load_results(tmp_path)):
+@pytest.mark.parametrize("scenario", [
+    pytest.param(f"{worker.__name__}:{config}", marks=pytest.mark.two_process_scenario(f"{worker.__name__}:{config}"),
+                 id=config) for config in ("plain", "full")
+])
+def test_two_process_resume_from_every_position_is_exact(two_process_scenarios: ScenarioLaunch, scenario: str) -> None:
+    for process_rank, result in enumerate(two_process_scenarios.results(scenario)):
         reference = result["reference"]
         assert len(result["names"]) == 2 * (4 + 2)  # 4 steps and 2 epoch-level points per epoch
         inexact: list[str] = []

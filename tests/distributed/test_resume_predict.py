@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.distributed._launch import run_torchrun
+from tests.distributed._launch import ScenarioLaunch
 from tests.distributed.workers import resume_predict as worker
-from tests.distributed.workers._common import load_results
 
-pytestmark = pytest.mark.slow
+SCENARIO = f"{worker.__name__}:main"
+pytestmark = [pytest.mark.slow, pytest.mark.two_process_scenario(SCENARIO)]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out_dir: Path = tmp_path_factory.mktemp("resume_predict")
-    run_torchrun("resume_predict.py", str(out_dir))
-    return load_results(out_dir)
+def results(two_process_scenarios: ScenarioLaunch) -> list[dict[str, Any]]:
+    return two_process_scenarios.results(SCENARIO)
 
 
 def test_resume_under_two_processes_matches_the_uninterrupted_run(results: list[dict[str, Any]]) -> None:

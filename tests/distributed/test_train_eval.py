@@ -3,7 +3,6 @@ losses, gathered predictions and ``max_num_train_steps`` (one launch shared by t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,20 +10,18 @@ import torch
 from torch import Tensor, nn
 
 from tests._helpers import mlp, optimizer_step
-from tests.distributed._launch import run_torchrun
+from tests.distributed._launch import ScenarioLaunch
 from tests.distributed.workers import train_eval as worker
-from tests.distributed.workers._common import load_results
 
-pytestmark = pytest.mark.slow
+SCENARIO = f"{worker.__name__}:main"
+pytestmark = [pytest.mark.slow, pytest.mark.two_process_scenario(SCENARIO)]
 
 Results = list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    out_dir: Path = tmp_path_factory.mktemp("train_eval")
-    run_torchrun("train_eval.py", str(out_dir))
-    return load_results(out_dir)
+def results(two_process_scenarios: ScenarioLaunch) -> Results:
+    return two_process_scenarios.results(SCENARIO)
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,19 @@ from typing import Any
 
 import pytest
 
-from tests.distributed._launch import run_torchrun
+from tests.distributed._launch import ScenarioLaunch, run_torchrun
+from tests.distributed.workers import utils_worker as worker
 from tests.distributed.workers._common import load_results
 
-pytestmark = pytest.mark.slow
+AFTER_TRAINER = f"{worker.__name__}:after_trainer"
+pytestmark = [pytest.mark.slow, pytest.mark.two_process_scenario(AFTER_TRAINER)]
 
 Results = list[dict[str, Any]]
 
 
-def launch(out_dir: Path, mode: str) -> Results:
-    run_torchrun("utils_worker.py", str(out_dir), mode)
-    return load_results(out_dir)
-
-
 @pytest.fixture(scope="module")
-def after_trainer(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    return launch(tmp_path_factory.mktemp("utils_after_trainer"), "after_trainer")
+def after_trainer(two_process_scenarios: ScenarioLaunch) -> Results:
+    return two_process_scenarios.results(AFTER_TRAINER)
 
 
 def test_local_process_zero_first_runs_process_zero_before_the_others(after_trainer: Results) -> None:
@@ -46,6 +43,8 @@ def test_a_failure_on_process_zero_leaves_no_process_waiting(after_trainer: Resu
 
 
 def test_decorators_before_any_trainer(tmp_path: Path) -> None:
-    results = launch(tmp_path, "before_trainer")
+    """In a launch of its own: no trainer may have set up Accelerate before."""
+    run_torchrun("utils_worker.py", str(tmp_path), "before_trainer")
+    results = load_results(tmp_path)
     assert [r["world_only"] for r in results] == [0, None]
     assert [r["trainer"] for r in results] == ["created", "created"]

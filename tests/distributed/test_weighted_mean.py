@@ -3,27 +3,24 @@ the processes' means (nor of the batches' means)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from tests._helpers import linear_model
-from tests.distributed._launch import run_torchrun
+from tests.distributed._launch import ScenarioLaunch
 from tests.distributed.workers import weighted_mean as worker
-from tests.distributed.workers._common import load_results
 
-pytestmark = pytest.mark.slow
+SCENARIO = f"{worker.__name__}:main"
+pytestmark = [pytest.mark.slow, pytest.mark.two_process_scenario(SCENARIO)]
 
 METRICS = ("train_loss_epoch", "eval_loss_epoch", "evaluation_loss")
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out_dir: Path = tmp_path_factory.mktemp("weighted_mean")
-    run_torchrun("weighted_mean.py", str(out_dir), timeout=180)
-    return load_results(out_dir)
+def results(two_process_scenarios: ScenarioLaunch) -> list[dict[str, Any]]:
+    return two_process_scenarios.results(SCENARIO)
 
 
 def per_sample_losses() -> torch.Tensor:

@@ -75,13 +75,20 @@ def run(config: str, callbacks: list[TrainerCallback], resume_from: Path | None 
             "history": {name: history.get_metric_values(name) for name in sorted(history.get_metric_names())}}
 
 
-def main(out_dir: Path) -> dict[str, Any]:
-    config = sys.argv[2]
+def every_position(out_dir: Path, config: str) -> dict[str, Any]:
     saver = SaveEverywhere(out_dir / "states")
     reference = run(config, [saver])
     resumed = {name: run(config, [], out_dir / "states" / name) for name in saver.names}
     return {"reference": reference, "resumed": resumed, "names": saver.names}
 
 
+def plain(out_dir: Path) -> dict[str, Any]:
+    return every_position(out_dir, "plain")
+
+
+def full(out_dir: Path) -> dict[str, Any]:
+    return every_position(out_dir, "full")
+
+
 if __name__ == "__main__":
-    run_worker(main)
+    run_worker({"plain": plain, "full": full}[sys.argv[2]])
