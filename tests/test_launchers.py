@@ -1,6 +1,7 @@
 """The launch commands of docs/launching.md, run for real on CPU: which give two processes and which one.
 
-``torchrun`` is covered by tests/distributed (test_launch.py runs examples/quickstart.py under it).
+``torchrun`` is covered by tests/distributed (test_launch.py runs examples/quickstart.py under it), plain
+``python`` by tests/test_example.py (the quickstart as a user runs it).
 Every launch runs in a clean environment (no ``ACCELERATE_*`` variables, ``OMP_NUM_THREADS=1``,
 ``HF_HOME`` in a temporary directory so no user Accelerate config file is picked up) with a timeout.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed._launch import REPO_ROOT, free_port, run_command
+from tests.distributed._launch import free_port, run_command
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +36,6 @@ def _accelerate_launch(*options: str) -> list[str]:
 def _ranks(output: str) -> list[tuple[int, int, bool, str]]:
     """The ``RANK r/N`` lines, sorted by rank."""
     return sorted((int(r), int(n), d == "True", c) for r, n, d, c in RANK_LINE.findall(output))
-
-
-def test_plain_python_runs_the_quickstart_in_one_process(tmp_path: Path) -> None:
-    pytest.importorskip("sklearn")
-    result = run_command([sys.executable, str(REPO_ROOT / "examples" / "quickstart.py"), "--epochs", "1",
-                          "--no-progress-bar"], timeout=TIMEOUT_S, env={"HF_HOME": str(tmp_path)})
-    assert re.search(r"test accuracy: 0\.\d+", result.stdout), result.stdout[-3000:]
 
 
 def test_accelerate_launch_multi_gpu_with_use_cpu_gives_two_synchronised_cpu_processes(tmp_path: Path) -> None:
