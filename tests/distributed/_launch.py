@@ -138,8 +138,8 @@ class ScenarioLaunch:
 
     def __init__(self, out_dir: Path, names: Sequence[str]) -> None:
         self.out_dir, self.names = out_dir, list(names)
-        self._output: str | None = None
-        self._returncode = 0
+        self._launched = False
+        self._output, self._returncode = "(no output: the launch timed out, see the first test that read it)", 0
 
     def directory(self, name: str) -> Path:
         """The directory scenario ``name`` was given (``out_dir``) and wrote its results into."""
@@ -148,8 +148,8 @@ class ScenarioLaunch:
     def results(self, name: str) -> list[dict[str, Any]]:
         """Each rank's result of scenario ``name``; the launch runs at the first call."""
         assert name in self.names, f"{name} is not in this launch: mark its test two_process_scenario({name!r})"
-        if self._output is None:
-            self._output = "(the launch timed out: the first test that read a scenario has its output)"
+        if not self._launched:
+            self._launched = True  # once, also when it times out (run_torchrun then fails this test)
             timeout = 60.0 + 60.0 * len(self.names)  # the longest scenario takes about 15 s here
             done = run_torchrun("scenarios.py", str(self.out_dir), *self.names, timeout=timeout, check=False)
             self._output, self._returncode = done.stdout, done.returncode

@@ -44,12 +44,18 @@ def write_result(out_dir: Path, result: dict[str, Any]) -> None:
 
 
 def run_worker(main: Callable[[Path], dict[str, Any]]) -> None:
-    """Run ``main(out_dir)``, save what it returns, and leave with ``os._exit`` (gloo may abort at exit)."""
-    torch.set_num_threads(1)
+    """Run ``main(out_dir)`` and save what it returns (``exit_after``)."""
     out_dir = Path(sys.argv[1])
+    exit_after(lambda: write_result(out_dir, main(out_dir)))
+
+
+def exit_after(work: Callable[[], None]) -> None:
+    """Run ``work`` on one thread, print whatever it raises, and leave with ``os._exit``: status 0, or 1
+    after an exception (gloo may abort at a normal interpreter exit)."""
+    torch.set_num_threads(1)
     code = 0
     try:
-        write_result(out_dir, main(out_dir))
+        work()
     except BaseException:  # noqa: BLE001 - report everything, SystemExit included, then exit non-zero
         traceback.print_exc()
         code = 1

@@ -16,9 +16,7 @@ that reads one says so (``tests/distributed/_launch.py``, ``ScenarioLaunch``).
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +25,8 @@ from typing import Any
 import torch
 
 from pta import reset_accelerate_state
-from tests.distributed.workers._common import PG_TIMEOUT_S, write_result
+from tests._helpers import manual_seed
+from tests.distributed.workers._common import PG_TIMEOUT_S, exit_after, write_result
 
 
 def scenario_dir(out_dir: Path, name: str) -> Path:
@@ -41,27 +40,17 @@ def _function(name: str) -> Callable[[Path], dict[str, Any]]:
     return found
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    out_dir, names = Path(sys.argv[1]), sys.argv[2:]
+def run_scenarios(out_dir: Path, names: list[str]) -> None:
     fresh_seed = torch.initial_seed()  # a new process's default generator seed
-    code = 0
-    try:
-        torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=PG_TIMEOUT_S))
-        for name in names:
-            reset_accelerate_state()
-            torch.manual_seed(fresh_seed)  # pyright: ignore[reportUnknownMemberType]  # torch leaves `seed` unannotated
-            directory = scenario_dir(out_dir, name)
-            directory.mkdir(exist_ok=True)
-            write_result(directory, _function(name)(directory))
-            print(f"scenario {name} done", flush=True)
-    except BaseException:  # noqa: BLE001 - report everything, SystemExit included, then exit non-zero
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # as run_worker: gloo may abort at a normal exit
+    torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=PG_TIMEOUT_S))
+    for name in names:
+        reset_accelerate_state()
+        manual_seed(fresh_seed)
+        directory = scenario_dir(out_dir, name)
+        directory.mkdir(exist_ok=True)
+        write_result(directory, _function(name)(directory))
+        print(f"scenario {name} done", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    exit_after(lambda: run_scenarios(Path(sys.argv[1]), sys.argv[2:]))
