@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -37,6 +37,8 @@ class Work:
     epochs: int
     device: str
     precision: str
+    collate: Callable[[list[Any]], Any] | None = None
+    """How pta runners collate their batches (``None``: torch's); ``step_pairs.py`` steps the plain loop in it."""
 
     def with_overrides(self, options: dict[str, str]) -> Work:
         """This work with a runner's ``epochs=`` / ``samples=`` options applied."""

@@ -207,7 +207,7 @@ def _run_pta(work: Work, mark: Mark, options: dict[str, str], spec: str) -> nn.M
     )
     mark()
     trainer.train(work.dataset(), num_epochs=work.epochs, per_device_batch_size=work.batch,
-                  train_dataloader_kwargs=work.loader_kwargs())
+                  train_dataloader_kwargs=work.loader_kwargs(), collate_fn=work.collate)
     return trainer.get_model()
 
 

@@ -26,17 +26,23 @@ def run_benchmark(script: str, *args: str) -> str:
     return done.stdout
 
 
-def test_step_medians_reports_each_runner_against_the_plain_loop(tmp_path: Path) -> None:
+def run_short(script: str, runners: str, tmp_path: Path) -> dict[str, str]:
+    """The table rows (by runner) of ``script`` run for 2 rounds of 16 steps, 2 epochs, with the ``pta``
+    runner's callbacks replaced by the defaults and a CSV logger that tracks every step."""
     tracked = tmp_path / "metrics.csv"
     spec = f'pta=defaults;pta.callbacks:CSVLoggerCallback:{{"path": "{tracked}", "log_every_n_updates": 1}}'
-    stdout = run_benchmark("step_medians.py", "--rounds", "2", "--samples", "256", "--epochs", "2",
-                           "--runners", "plain,pta", "--callbacks", spec)
+    stdout = run_benchmark(script, "--rounds", "2", "--samples", "256", "--epochs", "2",
+                           "--runners", runners, "--callbacks", spec)
     assert "samples=256 epochs=2 steps/run=16 rounds=2" in stdout
-    rows = {line.split("|")[1].strip(): line for line in stdout.splitlines() if line.startswith("| ")}
+    assert len((tmp_path / "metrics_steps.csv").read_text().splitlines()) > 16  # the callbacks given tracked each step
+    return {line.split("|")[1].strip(): line for line in stdout.splitlines() if line.startswith("| ")}
+
+
+def test_step_medians_reports_each_runner_against_the_plain_loop(tmp_path: Path) -> None:
+    rows = run_short("step_medians.py", "plain,pta", tmp_path)
     assert set(rows) == {"runner", "plain", "pta"}
     assert re.search(r"\| ratio at full speed \(\d rounds\) \| ratio of mean steps \|$", rows["runner"])
     assert re.search(r"\| \+0\.0 \| 1\.000 \| 0/2 \| (1\.000|–) \| 1\.000 \|$", rows["plain"])
-    assert len((tmp_path / "metrics_steps.csv").read_text().splitlines()) > 16  # the callbacks given tracked each step
 
 
 def benchmark_module(script: str) -> ModuleType:
@@ -60,18 +66,33 @@ def refusal(script: str, *args: str, monkeypatch: pytest.MonkeyPatch, capsys: py
 
 
 @pytest.mark.parametrize("pair", ["pta", "ptb=defaults"])  # no runner named; a runner that does not exist
-@pytest.mark.parametrize("script", ["overhead.py", "profile_step.py", "step_medians.py"])
+@pytest.mark.parametrize("script", ["overhead.py", "profile_step.py", "step_medians.py", "step_pairs.py"])
 def test_callbacks_of_no_pta_runner_are_refused_before_any_run(
         script: str, pair: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     stderr = refusal(script, "--callbacks", pair, monkeypatch=monkeypatch, capsys=capsys)
     assert f"--callbacks: expected RUNNER=SPEC with RUNNER one of pta-bare, pta, pta-defaults, got {pair!r}" in stderr
 
 
-@pytest.mark.parametrize("script", ["event_costs.py", "step_medians.py"])
+@pytest.mark.parametrize("script", ["event_costs.py", "step_medians.py", "step_pairs.py"])
 def test_a_run_of_no_epochs_is_refused_before_any_run(
         script: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     stderr = refusal(script, "--epochs", "0", monkeypatch=monkeypatch, capsys=capsys)
     assert "--epochs: expected a whole number of at least 1, got '0'" in stderr
+
+
+def test_step_pairs_trains_the_plain_loop_in_step_with_each_runner(tmp_path: Path) -> None:
+    rows = run_short("step_pairs.py", "pta-bare,pta", tmp_path)
+    assert set(rows) == {"runner", "pta-bare", "pta"}
+    for name in ("pta-bare", "pta"):
+        cells = [cell.strip() for cell in rows[name].split("|")[2:-1]]
+        assert cells[4] == "0"  # the plain loop, stepped inside pta's collation, ends with pta's weights
+        assert cells[5] == ""  # a shortened run is checked against no target
+
+
+def test_step_pairs_refuses_a_runner_that_is_not_pta_before_any_run(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    stderr = refusal("step_pairs.py", "--runners", "pta,plain", monkeypatch=monkeypatch, capsys=capsys)
+    assert "--runners: plain not among the pta runners (pta-bare, pta, pta-defaults)" in stderr
 
 
 def test_step_medians_counts_only_rounds_every_runner_ran_at_full_speed() -> None:
