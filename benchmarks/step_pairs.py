@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torch.utils.data import default_collate as torch_collate  # pyright: ignore[reportUnknownVariableType]  # `batch` partly unannotated
+# torch leaves default_collate's `batch` partly unannotated
+from torch.utils.data import default_collate as torch_collate  # pyright: ignore[reportUnknownVariableType]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work, optimizer_step  # noqa: E402  (the benchmark directory is not a package)
@@ -89,7 +90,8 @@ def paired_round(name: str, work: Work, specs: dict[str, str]) -> tuple[list[flo
     model = run_in_this_process(runners(specs)[name][0], replace(work, collate=collate))
     started, ended = plain.started, plain.ended
     if len(started) != work.steps:
-        raise SystemExit(f"{name} collated {len(started)} batches for {work.steps} steps: not a pta runner of this workload")
+        raise SystemExit(f"{name} collated {len(started)} batches for {work.steps} steps: "
+                         "not a pta runner of this workload")
     plain_steps = [ended[k] - started[k] for k in range(1, work.steps - 1)]
     pta_steps = [started[k + 1] - ended[k] for k in range(1, work.steps - 1)]
     diff = max(float((a.detach() - b.detach()).abs().max()) for a, b in
@@ -112,28 +114,31 @@ def main() -> None:
     overrides = {key: str(value) for key, value in (("samples", args.samples), ("epochs", args.epochs)) if value}
     work = Work(**WORKLOADS["overhead"], device="cpu", precision="no").with_overrides(overrides)
     if work.steps < 3:
-        parser.error(f"--samples/--epochs: {work.steps} steps a run; at least 3 are needed (the first and last are left out)")
+        parser.error(f"--samples/--epochs: {work.steps} steps a run; at least 3 are needed "
+                     "(the first and last are left out)")
     rounds: dict[str, list[tuple[list[float], list[float], float]]] = {name: [] for name in names}
     for index in range(args.rounds):
         for name in names:
             rounds[name].append(paired_round(name, work, specs))
         print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
-    print(f"\nworkload=overhead samples={work.samples} epochs={work.epochs} steps/run={work.steps} rounds={args.rounds} "
-          f"torch={torch.__version__} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
+    print(f"\nworkload=overhead samples={work.samples} epochs={work.epochs} steps/run={work.steps} "
+          f"rounds={args.rounds} torch={torch.__version__} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
     print("| runner | plain µs/step | runner µs/step | ratio of summed steps (median, min-max) "
           "| median per-step ratio | max abs ΔW | target |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         sums = [sum(pta) / sum(plain) for plain, pta, _ in rounds[name]]
-        per_step = statistics.median(statistics.median(b / a for a, b in zip(plain, pta)) for plain, pta, _ in rounds[name])
+        per_step = statistics.median(statistics.median(b / a for a, b in zip(plain, pta))
+                                     for plain, pta, _ in rounds[name])
         plain_us = statistics.median(statistics.median(plain) for plain, _, _ in rounds[name]) * 1e6
         pta_us = statistics.median(statistics.median(pta) for _, pta, _ in rounds[name]) * 1e6
         diff = max(d for _, _, d in rounds[name])
         target = TARGETS.get(name) if not args.samples and not args.epochs else None
         verdict = "" if target is None else (
             f"≤ {target:.2f}: {'met' if statistics.median(sums) <= target and diff == 0 else 'NOT met'}")
-        print(f"| {name} | {plain_us:.1f} | {pta_us:.1f} | {statistics.median(sums):.3f} ({min(sums):.3f}-{max(sums):.3f}) "
-              f"| {per_step:.3f} | {diff:.3g} | {verdict} |")
+        print(f"| {name} | {plain_us:.1f} | {pta_us:.1f} | "
+              f"{statistics.median(sums):.3f} ({min(sums):.3f}-{max(sums):.3f}) | {per_step:.3f} | {diff:.3g} "
+              f"| {verdict} |")
 
 
 if __name__ == "__main__":
