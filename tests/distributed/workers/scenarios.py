@@ -6,7 +6,7 @@ nothing of their own from the launch (arguments, environment, signals, a fresh p
 
 ``FUNCTION(out_dir)`` of each module runs in turn as its own launch would run it: Accelerate's
 process-global state forgotten and torch's default generator at a fresh process's seed. What it
-returns is written to ``OUT_DIR/<MODULE:FUNCTION>/rank<R>.pt`` (``load_results`` reads it). The process
+returns is written to ``OUT_DIR/<MODULE-FUNCTION>/rank<R>.pt`` (``load_results`` reads it). The process
 group is set up first with the workers' bounded timeout, so a collective that waits for a process
 that went another way raises instead of hanging. The first failure ends the launch (the other
 process's next collective then fails at once); the scenarios after it write nothing, and the test
