@@ -38,7 +38,8 @@ class Work:
     device: str
     precision: str
     collate: Callable[[list[Any]], Any] | None = None
-    """How pta runners collate their batches (``None``: torch's); ``step_pairs.py`` steps the plain loop in it."""
+    """How the plain and pta runners collate their single-process batches (``None``: torch's);
+    ``step_pairs.py`` steps a second plain loop in it."""
 
     def with_overrides(self, options: dict[str, str]) -> Work:
         """This work with a runner's ``epochs=`` / ``samples=`` options applied."""

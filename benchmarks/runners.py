@@ -51,7 +51,8 @@ def run_plain(work: Work, mark: Mark, options: dict[str, str]) -> nn.Module:
     device = torch.device(work.device)
     net = work.model().to(device)
     model: nn.Module = net  # the DDP wrapper under torchrun (its forward is untyped: call it as a Module)
-    loader = DataLoader(work.dataset(), **work.loader_kwargs(), pin_memory=device.type == "cuda")
+    loader = DataLoader(work.dataset(), **work.loader_kwargs(), pin_memory=device.type == "cuda",
+                        collate_fn=work.collate)
     sampler: DistributedSampler[int] | None = None
     if _distributed():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")

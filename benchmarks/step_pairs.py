@@ -1,4 +1,5 @@
-"""pta against the plain loop, step by step in turn: a wall-clock ratio that a VM's changes of speed do not move.
+"""pta against the plain loop, each stepped in turn with a second plain loop: wall-clock ratios that a
+VM's changes of speed do not move.
 
     OMP_NUM_THREADS=1 python benchmarks/step_pairs.py                          # pta-bare, pta, pta-defaults; 7 rounds
     OMP_NUM_THREADS=1 python benchmarks/step_pairs.py --runners pta-defaults \
@@ -7,17 +8,19 @@
 On the 2-core VM of docs/performance.md, a core's speed flips between two states about 1.5x apart
 within seconds, on each core on its own: whole runs (``overhead.py``) differ by tens of percent, and
 even a step median (``step_medians.py``) depends on the state its run happened to get. Here one
-process trains a pta runner and the plain loop of ``runners.run_plain`` together: pta collates each
-of its batches with a function that first makes one step of the plain loop (its own model, data and
-optimizer; the same seeds, so both end with the same weights). The plain loop's step is timed
-inside that call, and pta's is the time from its end to the next call's start, so each pair of
-steps runs within about two milliseconds, in the same state. A round's ratio is the sum of pta's
-steps over the plain loop's (epoch ends and every-N-steps work included, only each run's first and
-last step left out); the table gives the median over rounds, and the median of the per-step ratios.
+process trains a runner and a second plain loop together: the runner collates each of its batches
+with a function that first makes one step of the second loop (its own model, data and optimizer;
+the same seeds, so both end with the same weights). That step is timed inside the call, and the
+runner's step is the time from its end to the next call's start, so each pair of steps runs within
+about two milliseconds, in the same state. A round's ratio is the sum of the runner's steps over the
+second loop's (epoch ends and every-N-steps work included, only each run's first and last step left
+out).
 
-Both sides collate through a Python function (pta's makes the plain step first), and the caches
-each side left warm are the other side's when it resumes: the ratio is the steps' cost in an
-interleaved run, which can differ from a run alone by the cost of code and data evicted in between.
+The two places are not alike: the outer loop's step also pays for returning from the inner one,
+and the inner loop's code runs in caches the outer one left. So every round also runs the plain
+loop of ``runners.run_plain`` (``overhead.py``'s ``plain``) in the runner's place, and a pta
+runner's ratio to the plain loop is its round's ratio over the plain loop's in the same round. The
+table gives the median over rounds, and the median of the per-step ratios.
 """
 
 from __future__ import annotations
@@ -79,8 +82,8 @@ class PlainSteps:
 
 
 def paired_round(name: str, work: Work, specs: dict[str, str]) -> tuple[list[float], list[float], float]:
-    """One run of pta runner ``name`` with the plain loop stepped in turn: the plain loop's step times,
-    pta's, and the largest difference between their final weights."""
+    """One run of runner ``name`` (pta's or ``plain``) with a second plain loop stepped in turn: that
+    loop's step times, the runner's, and the largest difference between their final weights."""
     plain = PlainSteps(work)
 
     def collate(samples: list[Any]) -> Any:
@@ -91,12 +94,12 @@ def paired_round(name: str, work: Work, specs: dict[str, str]) -> tuple[list[flo
     started, ended = plain.started, plain.ended
     if len(started) != work.steps:
         raise SystemExit(f"{name} collated {len(started)} batches for {work.steps} steps: "
-                         "not a pta runner of this workload")
+                         "not a runner of this workload that collates with work.collate")
     plain_steps = [ended[k] - started[k] for k in range(1, work.steps - 1)]
-    pta_steps = [started[k + 1] - ended[k] for k in range(1, work.steps - 1)]
+    runner_steps = [started[k + 1] - ended[k] for k in range(1, work.steps - 1)]
     diff = max(float((a.detach() - b.detach()).abs().max()) for a, b in
                zip(model.parameters(), plain.model.parameters(), strict=True))
-    return plain_steps, pta_steps, diff
+    return plain_steps, runner_steps, diff
 
 
 def main() -> None:
@@ -116,29 +119,33 @@ def main() -> None:
     if work.steps < 3:
         parser.error(f"--samples/--epochs: {work.steps} steps a run; at least 3 are needed "
                      "(the first and last are left out)")
-    rounds: dict[str, list[tuple[list[float], list[float], float]]] = {name: [] for name in names}
+    rounds: dict[str, list[tuple[list[float], list[float], float]]] = {name: [] for name in ["plain", *names]}
     for index in range(args.rounds):
-        for name in names:
+        for name in rounds:
             rounds[name].append(paired_round(name, work, specs))
         print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
     print(f"\nworkload=overhead samples={work.samples} epochs={work.epochs} steps/run={work.steps} "
           f"rounds={args.rounds} torch={torch.__version__} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}\n")
-    print("| runner | plain µs/step | runner µs/step | ratio of summed steps (median, min-max) "
-          "| median per-step ratio | max abs ΔW | target |")
-    print("|---|---|---|---|---|---|---|")
-    for name in names:
-        sums = [sum(pta) / sum(plain) for plain, pta, _ in rounds[name]]
-        per_step = statistics.median(statistics.median(b / a for a, b in zip(plain, pta))
-                                     for plain, pta, _ in rounds[name])
-        plain_us = statistics.median(statistics.median(plain) for plain, _, _ in rounds[name]) * 1e6
-        pta_us = statistics.median(statistics.median(pta) for _, pta, _ in rounds[name]) * 1e6
-        diff = max(d for _, _, d in rounds[name])
+    print("| runner | stepped loop µs/step | runner µs/step | summed steps over the stepped loop's (median, min-max) "
+          "| over the plain loop in its place (median, min-max) | median per-step ratio | max abs ΔW | target |")
+    print("|---|---|---|---|---|---|---|---|")
+    floor = [sum(runner) / sum(plain) for plain, runner, _ in rounds["plain"]]
+    for name, results in rounds.items():
+        sums = [sum(runner) / sum(plain) for plain, runner, _ in results]
+        ratios = [ratio / plain_ratio for ratio, plain_ratio in zip(sums, floor, strict=True)]
+        per_step = statistics.median(statistics.median(b / a for a, b in zip(plain, runner))
+                                     for plain, runner, _ in results)
+        plain_us = statistics.median(statistics.median(plain) for plain, _, _ in results) * 1e6
+        runner_us = statistics.median(statistics.median(runner) for _, runner, _ in results) * 1e6
+        diff = max(d for _, _, d in results)
         target = TARGETS.get(name) if not args.samples and not args.epochs else None
         verdict = "" if target is None else (
-            f"≤ {target:.2f}: {'met' if statistics.median(sums) <= target and diff == 0 else 'NOT met'}")
-        print(f"| {name} | {plain_us:.1f} | {pta_us:.1f} | "
-              f"{statistics.median(sums):.3f} ({min(sums):.3f}-{max(sums):.3f}) | {per_step:.3f} | {diff:.3g} "
-              f"| {verdict} |")
+            f"≤ {target:.2f}: {'met' if statistics.median(ratios) <= target and diff == 0 else 'NOT met'}")
+        versus_plain = "" if name == "plain" else (
+            f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
+        print(f"| {name} | {plain_us:.1f} | {runner_us:.1f} | "
+              f"{statistics.median(sums):.3f} ({min(sums):.3f}-{max(sums):.3f}) | {versus_plain} | {per_step:.3f} "
+              f"| {diff:.3g} | {verdict} |")
 
 
 if __name__ == "__main__":

@@ -80,13 +80,15 @@ def test_a_run_of_no_epochs_is_refused_before_any_run(
     assert "--epochs: expected a whole number of at least 1, got '0'" in stderr
 
 
-def test_step_pairs_trains_the_plain_loop_in_step_with_each_runner(tmp_path: Path) -> None:
+def test_step_pairs_trains_a_plain_loop_in_step_with_each_runner_and_the_plain_loop(tmp_path: Path) -> None:
     rows = run_short("step_pairs.py", "pta-bare,pta", tmp_path)
-    assert set(rows) == {"runner", "pta-bare", "pta"}
-    for name in ("pta-bare", "pta"):
+    assert set(rows) == {"runner", "plain", "pta-bare", "pta"}
+    for name in ("plain", "pta-bare", "pta"):
         cells = [cell.strip() for cell in rows[name].split("|")[2:-1]]
-        assert cells[4] == "0"  # the plain loop, stepped inside pta's collation, ends with pta's weights
-        assert cells[5] == ""  # a shortened run is checked against no target
+        assert cells[5] == "0"  # the loop stepped inside the runner's collation ends with the runner's weights
+        assert cells[6] == ""  # a shortened run is checked against no target
+        # pta's ratio is over the plain loop's in the same place, of the same rounds; the plain loop has none
+        assert (cells[3] == "") == (name == "plain")
 
 
 def test_step_pairs_refuses_a_runner_that_is_not_pta_before_any_run(
