@@ -62,17 +62,13 @@ def pieces() -> dict[str, tuple[Call, Call | None]]:
     batch = next(iter(shard))
     x, y = batch
     output = trainer.calculate_train_batch_loss(batch)
-    loss = output["loss"]
     pta_batches, plain_batches = _endless(lambda: prepared_batches(shard)), _endless(lambda: shard.base_dataloader)
 
     def plain_batch() -> tuple[torch.Tensor, torch.Tensor]:
         xb, yb = next(plain_batches)
         return xb.to(cpu, non_blocking=True), yb.to(cpu, non_blocking=True)
 
-    def pta_update() -> None:
-        internals._accelerator.update(loss_fn(prepared(x), y), internals.optimizer)
-
-    def plain_update() -> None:
+    def plain_step() -> None:
         torch.autograd.backward(loss_fn(prepared(x), y))
         optimizer_step(inner)
         inner.zero_grad()
@@ -87,9 +83,8 @@ def pieces() -> dict[str, tuple[Call, Call | None]]:
 
     return {
         "next batch": (lambda: next(pta_batches), plain_batch),
-        "forward and loss": (lambda: trainer.calculate_train_batch_loss(batch), lambda: loss_fn(prepared(x), y)),
-        "running loss sum": (lambda: internals._train_loss.add(loss, work.batch), None),
-        "forward, backward, step, zero_grad": (pta_update, plain_update),
+        # what the loop calls when every hook is pta's default (pta._step_plan), the running loss sum included
+        "forward, loss, backward, step, zero_grad": (lambda: internals._default_update(batch), plain_step),
         "step events (start, end with the NaN check)": (events, None),
     }
 

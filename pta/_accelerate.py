@@ -86,10 +86,14 @@ class AcceleratorAdapter:
         # Facts Accelerate fixes at construction, read once instead of through its properties per step.
         self._num_processes = int(self.accelerator.num_processes)
         self._mixed_precision = str(self.accelerator.mixed_precision)
-        self._gradient_state: Any = self.accelerator.gradient_state
+        self.gradient_state: Any = self.accelerator.gradient_state
         self._direct_backward = False
         check_sharding_plugins(kwargs, self.accelerator.distributed_type)
         self._direct: tuple[Optimizer, Optimizer, bool] | None = None  # (wrapper, inner, zero_grad takes set_to_none)
+        self.direct_update: tuple[Optimizer, Optimizer] | None = None
+        """(prepared optimizer, the optimizer inside it) where a step of default hooks may call
+        ``loss.backward()``, ``inner.step()`` and ``inner.zero_grad(set_to_none=True)`` itself, while
+        ``gradient_state.sync_gradients``: what ``backward``, ``optimizer_step`` and ``zero_grad`` call."""
         check_world_size(self.num_processes)
         if self.num_processes > 1:
             _destroy_process_group_at_exit()
@@ -157,13 +161,17 @@ class AcceleratorAdapter:
             tuple(next(prepared) if obj is not None else None
                   for obj in (model, optimizer, train_dataloader, eval_dataloader)),
         )
-        self._direct_backward = self._plain_autograd()
-        self._direct = self._direct_for(result[1])
+        self._decide_direct_calls(result[1])
         return result
 
     # Accelerate's wrappers cost tens of microseconds per step (a package lookup on disk in
     # ``AcceleratedOptimizer.step``, a signature inspection in ``zero_grad``, a division by one in
     # ``backward``). Where the wrapper provably does nothing but call through, pta calls through.
+    def _decide_direct_calls(self, optimizer: Optimizer | None) -> None:
+        self._direct_backward = self._plain_autograd()
+        self._direct = direct = self._direct_for(optimizer)
+        self.direct_update = direct[:2] if direct is not None and direct[2] else None
+
     def _plain_autograd(self) -> bool:
         acc = self.accelerator
         return bool(
@@ -196,7 +204,7 @@ class AcceleratorAdapter:
 
     def optimizer_step(self, optimizer: Optimizer) -> None:
         direct = self._direct
-        if direct is None or optimizer is not direct[0] or not self._gradient_state.sync_gradients:
+        if direct is None or optimizer is not direct[0] or not self.gradient_state.sync_gradients:
             optimizer.step()
             return
         direct[1].step()
@@ -206,24 +214,17 @@ class AcceleratorAdapter:
 
     def zero_grad(self, optimizer: Optimizer) -> None:
         direct = self._direct
-        if direct is None or optimizer is not direct[0] or not direct[2] or not self._gradient_state.sync_gradients:
+        if direct is None or optimizer is not direct[0] or not direct[2] or not self.gradient_state.sync_gradients:
             optimizer.zero_grad()
         else:
             direct[1].zero_grad(set_to_none=True)  # what AcceleratedOptimizer.zero_grad() passes
 
     def update(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
-        """``backward``, ``optimizer_step`` and ``zero_grad`` in one call (a step of default hooks)."""
-        direct = self._direct
-        if direct is None or optimizer is not direct[0] or not direct[2] or not self._gradient_state.sync_gradients:
-            self.backward(loss)
-            self.optimizer_step(optimizer)
-            self.zero_grad(optimizer)
-            return
-        loss.backward()  # as backward() calls it (a tensor subclass's __torch_function__ sees it)
-        inner = direct[1]
-        inner.step()
-        optimizer._opt_called = True  # type: ignore[attr-defined]  # as in optimizer_step
-        inner.zero_grad(set_to_none=True)
+        """``backward``, ``optimizer_step`` and ``zero_grad``: a step of default hooks where ``direct_update``
+        does not apply (``TrainerStep._default_update`` makes its calls itself where it does)."""
+        self.backward(loss)
+        self.optimizer_step(optimizer)
+        self.zero_grad(optimizer)
 
     def autocast(self) -> AbstractContextManager[None]:
         return cast(AbstractContextManager[None], self.accelerator.autocast())

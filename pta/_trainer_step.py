@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor
 
 from pta import _validation as check
+from pta._data import inputs_and_targets
 from pta._step_plan import StepPlan
 from pta._trainer_checkpoints import TrainerCheckpoints
 from pta._types import BatchOutput, BatchT
@@ -46,14 +47,36 @@ class TrainerStep(TrainerCheckpoints[BatchT]):
 
     def _default_update(self, batch: Any) -> BatchOutput:
         """``_hooked_step`` where the plan skips every hook it may skip and the others are pta's defaults
-        (``StepPlan.default_update``): the same calls without the hooks' frames between them, which
-        measurably slowed small models' steps (docs/performance.md)."""
-        batch_output = self.calculate_train_batch_loss(batch)
-        loss: Any = batch_output["loss"]  # checked: a loss_func may return anything
-        if not isinstance(loss, Tensor):  # the error _batch_loss gives
+        (``StepPlan.default_update``): their code in one frame, without the calls between them, which
+        measurably slowed small models' steps (docs/performance.md). Where the common case does not hold
+        (a collated ``[inputs, targets]`` list, a loss function of a kind already checked, an optimizer
+        the adapter may call directly), it calls the helpers the hooks call, with their errors."""
+        items: Any = batch  # calculate_train_batch_loss's default, written out:
+        xb: Any
+        yb: Tensor
+        pair: Any = items if type(batch) is list and len(items) == 2 and isinstance(items[1], Tensor) else (
+            inputs_and_targets(batch))
+        xb, yb = pair
+        outputs = self.model(xb)
+        loss_func: Any = self.loss_func
+        value: Any = loss_func(outputs, yb) if type(loss_func) in check.SHAPE_AGNOSTIC_LOSS_TYPES else (
+            self._loss(outputs, yb))  # checked below: a loss_func may return anything
+        size: int = yb.shape[0]
+        batch_output: BatchOutput = {"loss": value, "model_outputs": outputs, "batch_size": size}
+        if not isinstance(value, Tensor):  # the error _batch_loss gives
             check.check_batch_output("calculate_train_batch_loss", batch_output)
-        size: Any = batch_output.get("batch_size")  # the default's yb.shape[0], an int
+        loss: Tensor = value
         self._train_loss.add(loss, size)
-        assert self.optimizer is not None
-        self._accelerator.update(loss, self.optimizer)
+        optimizer, accelerator = self.optimizer, self._accelerator
+        direct = accelerator.direct_update
+        if direct is not None and optimizer is direct[0] and accelerator.gradient_state.sync_gradients:
+            # backward_step, optimizer_step and optimizer_zero_grad's calls (AcceleratorAdapter); torch's
+            # Tensor.backward is unannotated (torch.autograd.backward would hide it from __torch_function__)
+            loss.backward()  # type: ignore[no-untyped-call]  # pyright: ignore[reportUnknownMemberType]
+            direct[1].step()
+            optimizer._opt_called = True  # type: ignore[attr-defined]  # torch.optim.lr_scheduler's marker
+            direct[1].zero_grad(set_to_none=True)
+        else:
+            assert optimizer is not None
+            accelerator.update(loss, optimizer)
         return batch_output

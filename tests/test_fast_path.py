@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from pta import DefaultTrainer
 from pta._accelerate import AcceleratorAdapter
 
 from ._helpers import direct_optimizer, linear_model, params_of, regression_data
+from .test_fast_path_conditions import NoSetToNone
 
 
 def _prepared(**options: Any) -> tuple[AcceleratorAdapter, torch.optim.Optimizer]:
@@ -63,7 +65,7 @@ class Wrapped(DefaultTrainer):
 
         def prepare(*args: Any) -> Any:
             result = original(*args)
-            adapter._direct_backward, adapter._direct = False, None  # as prepare() decides with a loss scaler
+            adapter._direct_backward, adapter._direct, adapter.direct_update = False, None, None  # as a scaler would
             return result
 
         adapter.prepare = prepare  # type: ignore[method-assign, assignment]  # test instrumentation
@@ -87,7 +89,50 @@ def test_facts_read_once_match_accelerate() -> None:
     adapter = AcceleratorAdapter({"mixed_precision": "bf16"})
     assert adapter.num_processes == adapter.accelerator.num_processes == 1
     assert adapter.mixed_precision == adapter.accelerator.mixed_precision == "bf16"
-    assert adapter._gradient_state is adapter.accelerator.gradient_state  # shared state: sees later changes
+    assert adapter.gradient_state is adapter.accelerator.gradient_state  # shared state: sees later changes
+
+
+def _another_prepared_optimizer(trainer: DefaultTrainer) -> None:
+    _, trainer.optimizer = _prepared()
+
+
+def _accelerate_accumulating(trainer: DefaultTrainer) -> None:
+    trainer._accelerator.gradient_state._set_sync_gradients(False)
+
+
+CONDITIONS: dict[str, tuple[type[torch.optim.SGD], Callable[[DefaultTrainer], None]]] = {
+    "direct": (torch.optim.SGD, lambda trainer: None),
+    "zero_grad without set_to_none": (NoSetToNone, lambda trainer: None),
+    "another prepared optimizer": (torch.optim.SGD, _another_prepared_optimizer),
+    "Accelerate accumulating": (torch.optim.SGD, _accelerate_accumulating),
+}
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_a_default_step_calls_the_inner_optimizer_exactly_where_the_adapter_would(
+        condition: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_default_update`` makes ``AcceleratorAdapter.update``'s calls itself only under ``direct_update``."""
+    optimizer_class, change = CONDITIONS[condition]
+    model = linear_model()
+    trainer = DefaultTrainer(model, nn.MSELoss(), optimizer_class(model.parameters(), lr=0.1), callbacks=())
+    trainer.train(regression_data(n=8), 1, per_device_batch_size=4)
+    change(trainer)
+    adapter, inner = trainer._accelerator, getattr(trainer.optimizer, "optimizer")
+    calls: list[str] = []
+
+    def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        calls.append("adapter")
+
+    monkeypatch.setattr(adapter, "update", update)
+    monkeypatch.setattr(inner, "step", lambda: calls.append("inner step"))
+    try:
+        output = trainer._default_update([torch.ones(4, 4), torch.zeros(4, 1)])
+    finally:
+        adapter.gradient_state._set_sync_gradients(True)
+    assert set(output) == {"loss", "model_outputs", "batch_size"} and output.get("batch_size") == 4
+    assert calls == (["inner step"] if condition == "direct" else ["adapter"])
+    if condition == "direct":
+        assert getattr(trainer.optimizer, "_opt_called")  # what a scheduler's wrapper of step() would record
 
 
 def test_the_shortcut_is_only_for_the_optimizer_it_was_decided_for() -> None:

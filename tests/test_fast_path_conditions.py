@@ -43,8 +43,8 @@ def test_engines_that_own_backward_get_the_wrappers(monkeypatch: pytest.MonkeyPa
     adapter, optimizer = _prepared()
     _as(monkeypatch, adapter, name)
     assert not adapter._plain_autograd()
-    adapter._direct_backward = adapter._plain_autograd()
-    adapter._direct = adapter._direct_for(optimizer)  # both decided as prepare() decides them
+    adapter._decide_direct_calls(optimizer)  # as prepare() decides
+    assert adapter.direct_update is None
     assert direct_optimizer(adapter, optimizer) is None
 
 
