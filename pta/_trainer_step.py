@@ -52,7 +52,6 @@ class TrainerStep(TrainerCheckpoints[BatchT]):
         (a collated ``[inputs, targets]`` list, a loss function of a kind already checked, an optimizer
         the adapter may call directly), it calls the helpers the hooks call, with their errors."""
         items: Any = batch  # calculate_train_batch_loss's default, written out:
-        xb: Any
         yb: Tensor
         pair: Any = items if type(batch) is list and len(items) == 2 and isinstance(items[1], Tensor) else (
             inputs_and_targets(batch))
