@@ -38,8 +38,8 @@ class Work:
     device: str
     precision: str
     collate: Callable[[list[Any]], Any] | None = None
-    """How the plain and pta runners collate their single-process batches (``None``: torch's);
-    ``step_pairs.py`` steps a second plain loop in it."""
+    """How every runner collates its single-process batches (``None``: torch's); ``step_pairs.py``
+    steps a second plain loop in it, ``overhead.py --turns`` hands the turn on in it."""
 
     def with_overrides(self, options: dict[str, str]) -> Work:
         """This work with a runner's ``epochs=`` / ``samples=`` options applied."""
@@ -63,7 +63,7 @@ class Work:
         return {"batch_size": self.batch, "shuffle": True, "generator": torch.Generator().manual_seed(2)}
 
     def loader(self) -> DataLoader[Any]:
-        return DataLoader(self.dataset(), **self.loader_kwargs())
+        return DataLoader(self.dataset(), **self.loader_kwargs(), collate_fn=self.collate)
 
     @property
     def steps(self) -> int:

@@ -13,6 +13,11 @@ processes other than the benchmark used.
         --runners plain,pta,pta:idle_callbacks=100,plain:epochs=30,pta:epochs=30   # (c) per-step cost scaling
     OMP_NUM_THREADS=1 python benchmarks/overhead.py --state save          # (d) = benchmarks/state_io.py save
     python benchmarks/overhead.py --device cuda --precision bf16          # on a GPU machine
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py --turns 32            # (a) where a core's speed flips
+
+``--turns N`` starts a round's runners together and lets each train N batches in turn (one CPU core,
+see ``benchmarks/turns.py``): the runs are still whole runs in fresh processes, but each one's
+batches are timed next to every other's, so a VM's changes of speed hit all runners alike.
 
 Runners: ``plain`` (hand-written PyTorch; under ``--processes`` a DDP loop with a DistributedSampler),
 ``accelerate`` (hand-written Accelerate loop), ``pta-bare`` (DefaultTrainer, no callbacks), ``pta``
@@ -39,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +52,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _work import WORKLOADS, Work  # noqa: E402  (the benchmark directory is not a package)
-from runners import add_callbacks_argument, callback_specs, runners  # noqa: E402
+from runners import add_callbacks_argument, callback_specs, positive_int, runners  # noqa: E402
+from turns import Turn, take_turns  # noqa: E402
 
 DEFAULT_RUNNERS = "plain,accelerate,pta-bare,pta,pta-defaults,pytorch-accelerated,lightning"
 TARGETS = {"pta": 1.03, "pta-defaults": 1.05}
@@ -61,9 +68,11 @@ def parse_runner(spec: str) -> tuple[str, dict[str, str]]:
 
 
 # ---------------------------------------------------------------------------- the child
-def child(spec: str, work: Work, out: Path, specs: dict[str, str]) -> None:
+def child(spec: str, work: Work, out: Path, specs: dict[str, str], turn: Turn | None) -> None:
     name, options = parse_runner(spec)
     work = work.with_overrides(options)
+    if turn is not None:
+        work = replace(work, collate=turn.collate)
     marks: list[float] = []
 
     def sync() -> None:
@@ -81,11 +90,14 @@ def child(spec: str, work: Work, out: Path, specs: dict[str, str]) -> None:
     if distributed:
         torch.distributed.barrier()  # pyright: ignore[reportUnknownMemberType]  # the slowest process decides; torch leaves `device_ids` unannotated
     ended = time.perf_counter()
+    if turn is not None:
+        turn.finish()
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save([p.detach().cpu() for p in model.parameters()], out.with_suffix(".pt"))
         train_called, first_step = marks[0], marks[1]
         out.write_text(json.dumps({
-            "total_s": ended - started, "loop_s": ended - first_step, "setup_s": first_step - train_called,
+            "total_s": ended - started, "setup_s": first_step - train_called,
+            "loop_s": ended - first_step if turn is None else sum(turn.turns),
             "steps": work.steps, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }))
     sys.stdout.flush()
@@ -145,20 +157,38 @@ def machine_use(before: CpuTimes | None, after: CpuTimes | None) -> str:
             "of all cores during the runs")
 
 
-def _launch(spec: str, args: argparse.Namespace, out: Path, cwd: Path) -> dict[str, float]:
+def _environment(args: argparse.Namespace) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                       os.environ.get("PYTHONPATH", "")]))}
     if args.processes > 1 and args.device == "cpu":
         env["ACCELERATE_USE_CPU"] = "1"
-    # Output goes to a pipe that is drained while the child runs, like a job's log.
-    done = subprocess.run(_command(spec, args, out), env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=args.timeout, check=False)
-    if done.returncode != 0 or not out.exists():
-        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-        raise SystemExit(f"runner {spec} failed with exit code {done.returncode}")
+    return env
+
+
+def _result(spec: str, out: Path, code: int, output: str) -> dict[str, float]:
+    if code != 0 or not out.exists():
+        sys.stderr.write(output[-8000:])
+        raise SystemExit(f"runner {spec} failed with exit code {code}")
     result: dict[str, float] = json.loads(out.read_text())
     return result
+
+
+def _launch(spec: str, args: argparse.Namespace, out: Path, cwd: Path) -> dict[str, float]:
+    # Output goes to a pipe that is drained while the child runs, like a job's log.
+    done = subprocess.run(_command(spec, args, out), env=_environment(args), cwd=cwd, capture_output=True,
+                          text=True, timeout=args.timeout, check=False)
+    return _result(spec, out, done.returncode, done.stdout + done.stderr)
+
+
+def _round(order: list[str], args: argparse.Namespace, tmp: Path, index: int) -> dict[str, dict[str, float]]:
+    """One round: each runner in a fresh process, one after the other or (``--turns``) taking turns."""
+    outs = {spec: tmp / f"{index}-{spec}.json" for spec in order}
+    if not args.turns:
+        return {spec: _launch(spec, args, outs[spec], tmp) for spec in order}
+    done = take_turns([_command(spec, args, outs[spec]) for spec in order], args.turns, _environment(args),
+                      str(tmp), args.timeout)
+    return {spec: _result(spec, outs[spec], code, output) for spec, (code, output) in zip(order, done, strict=True)}
 
 
 def _rounds(specs: list[str], rounds: int, seed: int) -> Iterator[tuple[int, list[str]]]:
@@ -191,8 +221,8 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
     cpu_before = cpu_times()
     with tempfile.TemporaryDirectory() as tmp:
         for index, order in _rounds(specs, args.rounds, args.seed):
-            for spec in order:
-                results[spec].append(_launch(spec, args, Path(tmp) / f"{index}-{spec}.json", Path(tmp)))
+            for spec, result in _round(order, args, Path(tmp), index).items():
+                results[spec].append(result)
             print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
         machine = machine_use(cpu_before, cpu_times())
         weights = {s: [torch.load(Path(tmp) / f"{i}-{s}.pt") for i in range(args.rounds)] for s in specs}
@@ -227,8 +257,9 @@ def parent(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows:
         verdict = "" if row["target"] is None else f"≤ {row['target']:.2f}: {'met' if row['meets_target'] else 'NOT met'}"
         base = "" if row["baseline"] == "plain" else f" vs {row['baseline']}"
+        setup = "–" if args.turns else f"{row['setup_ms']:.1f} ms"  # under --turns the setups run at once
         print(f"| {row['runner']} | {row['us_per_step']:.1f} | {row['ratio_median']:.3f} ({row['ratio_min']:.3f}-"
-              f"{row['ratio_max']:.3f}){base} | {row['ratio_of_fastest']:.3f} | {row['setup_ms']:.1f} ms | "
+              f"{row['ratio_max']:.3f}){base} | {row['ratio_of_fastest']:.3f} | {setup} | "
               f"{row['peak_rss_mib']:.1f} MiB | "
               f"{row['max_abs_dw']:.3g}{'' if row['repeatable'] else ' (differs between rounds!)'} | {verdict} |")
     summary = {"config": header, "machine": machine, "rows": rows}
@@ -248,6 +279,9 @@ def main() -> None:
     add_callbacks_argument(parser)
     parser.add_argument("--target", action="append", default=[], metavar="RUNNER=RATIO",
                         help="ratio a runner must meet (defaults: pta=1.03, pta-defaults=1.05; 1.05 with --processes)")
+    parser.add_argument("--turns", type=positive_int, metavar="BATCHES",
+                        help="start a round's runners together and let each train this many batches in turn "
+                             "(see benchmarks/turns.py); one process per run only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -255,13 +289,16 @@ def main() -> None:
                         help="instead: training-state costs (runs benchmarks/state_io.py with --rounds)")
     parser.add_argument("--child")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--turn", type=Turn.from_argument, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.turns and args.processes > 1:
+        parser.error("--turns: runners take turns only with one process per run (--processes 1)")
     if args.state:
         script = Path(__file__).resolve().with_name("state_io.py")
         raise SystemExit(subprocess.run([sys.executable, str(script), args.state, "--rounds", str(args.rounds)]).returncode)
     if args.child:
         work = Work(**WORKLOADS[args.workload], device=args.device, precision=args.precision)
-        child(args.child, work, args.out, callback_specs(args.callbacks))
+        child(args.child, work, args.out, callback_specs(args.callbacks), args.turn)
     else:
         parent(args)
 

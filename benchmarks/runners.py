@@ -237,7 +237,8 @@ def run_pytorch_accelerated(work: Work, mark: Mark, options: dict[str, str]) -> 
     trainer = Trainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.05), callbacks=[FirstStep()])
     kwargs = {**work.loader_kwargs(), "num_workers": 0}
     mark()
-    trainer.train(work.dataset(), num_epochs=work.epochs, per_device_batch_size=work.batch, train_dataloader_kwargs=kwargs)
+    trainer.train(work.dataset(), num_epochs=work.epochs, per_device_batch_size=work.batch,
+                  train_dataloader_kwargs=kwargs, collate_fn=work.collate)
     return trainer.get_model()  # type: ignore[no-any-return]  # untyped library
 
 

@@ -139,3 +139,52 @@ def test_steadiness_prints_a_median_step_per_second_and_their_spread() -> None:
                        stdout, re.MULTILINE)
     assert spread is not None, stdout
     assert float(spread[1]) == min(float(median) for _, median in seconds)
+
+
+TAKES_TURNS = """
+import sys
+import torch
+sys.path.insert(0, {benchmarks!r})
+from turns import Turn
+name, batches, fail_at, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+turn = Turn.from_argument(sys.argv[6])  # after "--turn"
+for index in range(batches):
+    if index == fail_at:
+        sys.exit(3)
+    turn.collate([torch.zeros(1)])
+    with open(log, "a") as file:
+        file.write(f"{{name}}{{index}} ")
+turn.finish()
+print(name, "turns", len(turn.turns))
+"""
+
+
+def test_runners_that_take_turns_run_one_at_a_time_a_block_of_batches_each(tmp_path: Path) -> None:
+    """``turns.take_turns``: a runner collates only in its turn, two batches a turn, round and round; one
+    that finishes or fails leaves the others going, and each one's turns are timed."""
+    take_turns: Callable[..., list[tuple[int, str]]] = benchmark_module("turns.py").take_turns
+    script, log = tmp_path / "runner.py", tmp_path / "order.log"
+    script.write_text(TAKES_TURNS.format(benchmarks=str(BENCHMARKS)))
+    commands = [[sys.executable, str(script), name, batches, fail_at, str(log)]
+                for name, batches, fail_at in (("a", "5", "-1"), ("b", "4", "-1"), ("c", "5", "3"))]
+    results = take_turns(commands, 2, {**os.environ, "OMP_NUM_THREADS": "1"}, str(tmp_path), 60.0)
+    assert log.read_text().split() == ["a0", "a1", "b0", "b1", "c0", "c1", "a2", "a3", "b2", "b3", "c2", "a4"]
+    assert [code for code, _ in results] == [0, 0, 3]
+    assert "a turns 3" in results[0][1] and "b turns 2" in results[1][1]  # from batch 0 to the end of the run
+
+
+def test_overhead_with_turns_compares_whole_runs_that_took_turns() -> None:
+    stdout = run_benchmark("overhead.py", "--rounds", "1", "--turns", "8",
+                           "--runners", "plain:samples=256,pta:samples=256")
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in stdout.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"runner", "plain:samples=256", "pta:samples=256"}
+    assert re.fullmatch(r"\d\.\d{3} \(\d\.\d{3}-\d\.\d{3}\) vs plain:samples=256", rows["pta:samples=256"][1])
+    assert rows["pta:samples=256"][3] == "–"  # the setups ran at the same time: not comparable
+    assert rows["pta:samples=256"][5] == "0"  # the same final weights as the plain loop
+
+
+def test_turns_with_several_processes_a_run_are_refused_before_any_run(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    stderr = refusal("overhead.py", "--turns", "8", "--processes", "2", monkeypatch=monkeypatch, capsys=capsys)
+    assert "--turns: runners take turns only with one process per run (--processes 1)" in stderr
