@@ -70,8 +70,9 @@ class _Runner:
     def __init__(self, command: list[str], every: int, env: dict[str, str], cwd: str) -> None:
         to_child, self.to_child = os.pipe()
         self.from_child, from_child = os.pipe()
-        self.process = subprocess.Popen([*command, "--turn", f"{every},{to_child},{from_child}"], env=env, cwd=cwd,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(to_child, from_child))
+        self.process = subprocess.Popen(
+            [*command, "--turn", f"{every},{to_child},{from_child}"], env=env, cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(to_child, from_child))
         os.close(to_child)
         os.close(from_child)
         self.output: list[bytes] = []
@@ -111,7 +112,8 @@ def take_turns(commands: Sequence[list[str]], every: int, env: dict[str, str], c
                timeout: float) -> list[tuple[int, str]]:
     """Starts one process per command (each gets ``--turn every,read_fd,write_fd`` for ``Turn``), lets
     them run ``every`` batches each in turn until all have finished, then lets them exit; returns each
-    one's exit code and output, in the order of ``commands``. ``timeout``: seconds a turn may take."""
+    one's exit code and output, in the order of ``commands``. ``timeout``: seconds a runner may take
+    for its setup, for a turn and for its exit."""
     runners = [_Runner(command, every, env, cwd) for command in commands]
     try:
         # A core's speed changes on its own: every turn runs on the same core (the setups ran on all).
