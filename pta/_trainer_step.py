@@ -51,7 +51,9 @@ class TrainerStep(TrainerCheckpoints[BatchT]):
         measurably slowed small models' steps (docs/performance.md). Where the common case does not hold
         (a collated ``[inputs, targets]`` list, a loss function of a kind already checked, an optimizer
         the adapter may call directly), it calls the helpers the hooks call, with their errors."""
-        items: Any = batch  # calculate_train_batch_loss's default, written out:
+        # calculate_train_batch_loss's default, written out. `items` is `batch` unnarrowed: pyright would
+        # narrow `batch` to list[Unknown] after the `type(batch) is list` test.
+        items: Any = batch
         yb: Tensor
         pair: Any = items if type(batch) is list and len(items) == 2 and isinstance(items[1], Tensor) else (
             inputs_and_targets(batch))
